@@ -1,0 +1,3 @@
+from hushscribe.cli import main
+
+main()

