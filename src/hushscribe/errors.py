@@ -1,4 +1,4 @@
-"""Every error hushscribe reports on purpose: a stable ``code``, an HTTP ``status`` and one JSON shape.
+"""Every error hushscribe reports on purpose: a stable ``code``, an HTTP ``status``, one JSON shape.
 
 The shape is OpenAI's (``{"error": {"message", "type", "code"}}``) so that OpenAI clients show our
 messages unchanged. Messages are written for the person who reads them: what went wrong and what to

@@ -1,9 +1,9 @@
-"""The one place configuration is read: a TOML file, then ``HUSHSCRIBE_*`` environment variables.
+"""The one place configuration is read: a TOML file, then ``HUSHSCRIBE_*`` environment.
 
 Order of precedence (highest first): values passed to :func:`load_settings`, environment
 (``HUSHSCRIBE_DATA_DIR``, nested with ``__``: ``HUSHSCRIBE_AUDIO__MAX_DURATION_S``), the TOML file
-(``--config`` or ``HUSHSCRIBE_CONFIG``), the defaults below. Unknown keys are refused, so a typo in a
-config file is an error instead of a silently ignored setting.
+(``--config`` or ``HUSHSCRIBE_CONFIG``), the defaults below. Unknown keys are refused, so a typo in
+a config file is an error instead of a silently ignored setting.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ class EngineSettings(BaseModel):
     beam_size: int = Field(5, ge=1, le=20, description="Default beam size.")
     zh_script: ZhScript = Field(
         "simplified",
-        description="Script of Chinese output: `simplified`, `traditional` or `as-is` (the model's).",
+        description="Script of Chinese output: `simplified`, `traditional` or `as-is` "
+        "(as the model wrote it).",
     )
     batched_min_duration_s: float = Field(
         600.0,

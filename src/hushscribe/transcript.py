@@ -117,7 +117,7 @@ def render_json(t: Transcript) -> str:
 
 
 def verbose_json(t: Transcript) -> dict[str, Any]:
-    """OpenAI's ``verbose_json`` shape, plus our provenance fields (extra keys OpenAI clients keep)."""
+    """OpenAI's ``verbose_json`` shape plus our provenance fields (OpenAI clients keep extras)."""
     body: dict[str, Any] = {
         "task": t.task,
         "language": LANGUAGES.get(t.language, t.language),

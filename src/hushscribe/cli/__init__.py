@@ -36,11 +36,15 @@ def root(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="TOML config file (or HUSHSCRIBE_CONFIG).", show_default=False),
+        typer.Option(
+            "--config", "-c", help="TOML config file (or HUSHSCRIBE_CONFIG).", show_default=False
+        ),
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="Data directory (or HUSHSCRIBE_DATA_DIR).", show_default=False),
+        typer.Option(
+            "--data-dir", help="Data directory (or HUSHSCRIBE_DATA_DIR).", show_default=False
+        ),
     ] = None,
     version: Annotated[
         bool,
@@ -56,7 +60,9 @@ def main() -> None:
     try:
         app()
     except HushscribeError as exc:
-        err_console.print(f"[red]error[/] [dim]({exc.code})[/]: {exc.message}", highlight=False)
+        err_console.print(
+            f"[red]error[/] [dim]({exc.code})[/]: {exc.message}", highlight=False, soft_wrap=True
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -50,7 +51,8 @@ def list_models(
         return
     if not models:
         err_console.print(
-            f"No models in {store.root}. Import one with `hushscribe models import PATH --name NAME` "
+            f"No models in {store.root}. Import one with "
+            "`hushscribe models import PATH --name NAME` "
             "or install the demo models with `hushscribe models install-demo`."
         )
         return
@@ -101,7 +103,9 @@ def verify(
 @app.command("import")
 def import_model(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="CTranslate2 Whisper model directory or .tar/.tar.gz.")],
+    path: Annotated[
+        Path, typer.Argument(help="CTranslate2 Whisper model directory or .tar/.tar.gz.")
+    ],
     name: Annotated[str, typer.Option("--name", "-n", help="Name to install it under.")],
     replace: Annotated[bool, typer.Option(help="Replace a model of the same name.")] = False,
 ) -> None:
@@ -148,8 +152,10 @@ def install_demo_cmd(
     store = _store(ctx)
     for n in name or list(DEMO_MODELS):
         if n not in DEMO_MODELS:
-            raise typer.BadParameter(f"unknown demo model {n!r}; choose from {', '.join(DEMO_MODELS)}")
+            raise typer.BadParameter(
+                f"unknown demo model {n!r}; choose from {', '.join(DEMO_MODELS)}"
+            )
         with bytes_progress() as bar:
             task = bar.add_task(f"assembling {n}", total=None)
-            info = install_demo(store, n, replace=replace, progress=lambda k: bar.advance(task, k))
+            info = install_demo(store, n, replace=replace, progress=partial(bar.advance, task))
         console.print(f"[green]ok[/] demo model [bold]{info.name}[/] ready in {info.path}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hushscribe import audio
@@ -33,7 +34,8 @@ def parse_formats(value: str) -> list[str]:
     unknown = [f for f in formats if f not in FORMATS]
     if not formats or unknown:
         raise InvalidOption(
-            f"unknown output format {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}"
+            f"unknown output format {', '.join(unknown) or '(none)'}; "
+            f"choose from {', '.join(FORMATS)}"
         )
     return formats
 
@@ -63,6 +65,13 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _reporter(progress: Progress, bar: TaskID) -> Callable[[float, float], None]:
+    def report(done: float, total: float) -> None:
+        progress.update(bar, completed=done, audio=f"{done:.0f} / {total:.0f} s")
+
+    return report
+
+
 def transcribe_cmd(
     ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(help="Audio or video files.", show_default=False)],
@@ -78,7 +87,7 @@ def transcribe_cmd(
     ] = "txt",
     output_dir: Annotated[
         Path, typer.Option("--output-dir", "-o", help="Where outputs are written.")
-    ] = Path("."),
+    ] = Path(),
     word_timestamps: Annotated[bool, typer.Option(help="Time every word.")] = False,
     vad: Annotated[bool, typer.Option(help="Skip silence with Silero VAD.")] = True,
     beam_size: Annotated[int | None, typer.Option(help="Beam size (default: setting).")] = None,
@@ -136,15 +145,15 @@ def transcribe_cmd(
                         decoded.samples,
                         options,
                         settings.engine,
-                        progress=lambda done, t, b=bar: progress.update(
-                            b, completed=done, audio=f"{done:.0f} / {t:.0f} s"
-                        ),
+                        progress=_reporter(progress, bar),
                     )
                     targets = _targets(src, output_dir, formats, taken)
                     for f, target in zip(formats, targets, strict=True):
                         _write_atomic(target, render(result, f))
                     outcomes.append(
-                        Outcome(src, True, "ok", result, time.perf_counter() - started, tuple(targets))
+                        Outcome(
+                            src, True, "ok", result, time.perf_counter() - started, tuple(targets)
+                        )
                     )
                 except HushscribeError as exc:
                     progress.update(
@@ -176,4 +185,6 @@ def _summary(outcomes: list[Outcome]) -> None:
     console.print(table)
     for o in outcomes:
         if not o.ok:
-            err_console.print(f"[red]failed[/] {o.path}: {o.detail}", highlight=False)
+            err_console.print(
+                f"[red]failed[/] {o.path}: {o.detail}", highlight=False, soft_wrap=True
+            )

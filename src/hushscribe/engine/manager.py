@@ -67,9 +67,7 @@ class ModelManager:
             return []
         now = time.monotonic() if now is None else now
         with self._lock:
-            idle = [
-                n for n, e in self._entries.items() if e.refs == 0 and now - e.last_used >= ttl
-            ]
+            idle = [n for n, e in self._entries.items() if e.refs == 0 and now - e.last_used >= ttl]
             for n in idle:
                 del self._entries[n]
         return idle

@@ -174,7 +174,9 @@ class ModelStore:
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidModel(f"manifest of model '{name}' is damaged: {exc!r}") from None
 
-    def verify(self, name: str, *, use_cache: bool = True, progress: Progress | None = None) -> ModelInfo:
+    def verify(
+        self, name: str, *, use_cache: bool = True, progress: Progress | None = None
+    ) -> ModelInfo:
         """Check every file against the manifest; raise :class:`ModelChecksumMismatch` otherwise."""
         info = self.info(name)
         cache_path = info.path / VERIFIED
@@ -232,7 +234,9 @@ class ModelStore:
         """
         target = self._dir(name)
         if target.exists() and not replace:
-            raise ModelExists(f"model '{name}' already exists; remove it first or choose another name")
+            raise ModelExists(
+                f"model '{name}' already exists; remove it first or choose another name"
+            )
         if not source.exists():
             raise InvalidModel(f"{source} does not exist")
         with self.staging() as staging:

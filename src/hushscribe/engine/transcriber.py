@@ -37,10 +37,18 @@ def convert_script(text: str, script: str) -> str:
     return str(_converter(_OPENCC_CONFIG[script]).convert(text))
 
 
-def _vad_options(options: TranscribeOptions) -> VadOptions | None:
+BATCH_CHUNK_S = 30
+"""The batched pipeline decodes 30 s windows; speech runs longer than that must be split by VAD,
+or faster-whisper transcribes only their first 30 s."""
+
+
+def _vad_options(options: TranscribeOptions, batched: bool) -> VadOptions | None:
     if not options.vad:
         return None
-    return VadOptions(**options.vad_parameters.model_dump())
+    params = options.vad_parameters.model_dump()
+    if batched:
+        params["max_speech_duration_s"] = BATCH_CHUNK_S
+    return VadOptions(**params)
 
 
 def _use_batched(options: TranscribeOptions, duration: float, settings: EngineSettings) -> bool:
@@ -49,10 +57,11 @@ def _use_batched(options: TranscribeOptions, duration: float, settings: EngineSe
     return duration >= settings.batched_min_duration_s
 
 
-def _fixed_clips(n_samples: int) -> list[dict[str, int]]:
-    """30 s clips for the batched pipeline when VAD is off (it needs some segmentation)."""
-    step = 30 * SAMPLE_RATE
-    return [{"start": s, "end": min(s + step, n_samples)} for s in range(0, n_samples, step)]
+def _fixed_clips(n_samples: int) -> list[dict[str, float]]:
+    """30 s clips, in seconds, for the batched pipeline when VAD is off."""
+    duration = n_samples / SAMPLE_RATE
+    starts = range(0, int(duration) + 1, BATCH_CHUNK_S)
+    return [{"start": s, "end": min(s + BATCH_CHUNK_S, duration)} for s in starts if s < duration]
 
 
 def transcribe(
@@ -66,7 +75,8 @@ def transcribe(
     opts = options.resolved(settings)
     if opts.task == "translate" and not model.info.multilingual:
         raise InvalidOption(
-            f"model '{model.info.name}' is English-only and cannot translate; use a multilingual model"
+            f"model '{model.info.name}' is English-only and cannot translate; "
+            "use a multilingual model"
         )
     if opts.language not in (None, "en") and not model.info.multilingual:
         raise InvalidOption(
@@ -74,12 +84,12 @@ def transcribe(
             f"'{opts.language}'"
         )
     duration = len(audio) / SAMPLE_RATE
-    vad = _vad_options(opts)
+    batched = _use_batched(opts, duration, settings)
+    vad = _vad_options(opts, batched)
     if opts.language is None:
         language, probability, _ = detect_language(model, audio, settings.language_windows, vad)
     else:
         language, probability = opts.language, 1.0
-    batched = _use_batched(opts, duration, settings)
     common: dict[str, Any] = {
         "language": language,
         "task": opts.task,
@@ -95,7 +105,9 @@ def transcribe(
     if batched:
         if not opts.vad:
             common["clip_timestamps"] = _fixed_clips(len(audio))
-        segments_iter, _ = model.batched.transcribe(audio, batch_size=opts.batch_size, **common)
+        segments_iter, _ = model.batched.transcribe(
+            audio, batch_size=opts.batch_size, without_timestamps=False, **common
+        )
     else:
         segments_iter, _ = model.whisper.transcribe(audio, **common)
 

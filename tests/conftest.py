@@ -1,0 +1,40 @@
+"""Fixtures shared by every test: settings on a temporary data dir, the demo models, real speech."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hushscribe.engine import ModelManager, ModelStore
+from hushscribe.engine.demo import install_demo
+from hushscribe.settings import Settings, load_settings
+from tests.speech import SPEECH
+
+
+@pytest.fixture(scope="session")
+def speech_dir() -> Path:
+    if not (SPEECH / "manifest.tsv").is_file():
+        pytest.fail(f"real speech fixtures missing: {SPEECH} (the shared/ folder beside the repo)")
+    return SPEECH
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data dir per test session with both demo models assembled and verified."""
+    root = tmp_path_factory.mktemp("data")
+    store = ModelStore(root / "models")
+    for name in ("base", "tiny.en"):
+        install_demo(store, name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path) -> Settings:
+    return load_settings(None, data_dir=data_dir, engine={"cpu_threads": 2})
+
+
+@pytest.fixture(scope="session")
+def manager(settings: Settings) -> Iterator[ModelManager]:
+    yield ModelManager(settings)
