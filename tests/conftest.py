@@ -13,6 +13,15 @@ from hushscribe.settings import Settings, load_settings
 from tests.speech import SPEECH
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests say which settings they mean; none leak in from the caller (the Makefile sets some)."""
+    import os
+
+    for key in [k for k in os.environ if k.startswith("HUSHSCRIBE_")]:
+        monkeypatch.delenv(key)
+
+
 @pytest.fixture(scope="session")
 def speech_dir() -> Path:
     if not (SPEECH / "manifest.tsv").is_file():

@@ -15,6 +15,10 @@ from hushscribe.settings import Settings
 from tests.speech import clip, normalise
 
 
+# The tests say which settings they mean; none leak in from the caller (the Makefile sets some).
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("HUSHSCRIBE_")}
+
+
 def hushscribe(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -23,7 +27,7 @@ def hushscribe(
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        env={**CLEAN_ENV, "COLUMNS": "200", **(env or {})},
         cwd=cwd,
     )
 

