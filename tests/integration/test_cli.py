@@ -14,7 +14,6 @@ from hushscribe import __version__
 from hushscribe.settings import Settings
 from tests.speech import clip, normalise
 
-
 # The tests say which settings they mean; none leak in from the caller (the Makefile sets some).
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("HUSHSCRIBE_")}
 
