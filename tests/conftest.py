@@ -10,6 +10,7 @@ import pytest
 from hushscribe.engine import ModelManager, ModelStore
 from hushscribe.engine.demo import install_demo
 from hushscribe.settings import Settings, load_settings
+from tests.service import Service, service_data_dir
 from tests.speech import SPEECH
 
 
@@ -47,3 +48,12 @@ def settings(data_dir: Path) -> Settings:
 @pytest.fixture(scope="session")
 def manager(settings: Settings) -> Iterator[ModelManager]:
     yield ModelManager(settings)
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Service]:
+    """One real server (API + one worker) for the API tests that can share it."""
+    root = service_data_dir(tmp_path_factory.mktemp("service"), data_dir / "models")
+    svc = Service(root).start()
+    yield svc
+    svc.stop()

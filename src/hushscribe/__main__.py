@@ -1,3 +1,4 @@
 from hushscribe.cli import main
 
-main()
+if __name__ == "__main__":  # worker processes are spawned and re-import this module
+    main()

@@ -17,9 +17,10 @@ class HushscribeError(Exception):
     status: ClassVar[int] = 500
     type: ClassVar[str] = "server_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         """The JSON error body sent to clients."""
@@ -58,7 +59,7 @@ class MediaError(InvalidRequest):
 
 class UnsupportedMedia(MediaError):
     code = "unsupported_media"
-    status = 415
+    status = 400  # what OpenAI answers for a file it cannot read; its clients expect it
 
 
 class DecodeFailed(MediaError):
@@ -132,3 +133,19 @@ class InvalidOption(InvalidRequest):
     """A transcription option that is unknown or does not fit the model."""
 
     code = "invalid_option"
+
+
+def status_for_code(code: str | None) -> int:
+    """The HTTP status of an error code, for errors that were stored (e.g. a failed job)."""
+
+    def walk(cls: type[HushscribeError]) -> list[type[HushscribeError]]:
+        return [cls] + [c for sub in cls.__subclasses__() for c in walk(sub)]
+
+    for cls in walk(HushscribeError):
+        if cls.code == code:
+            return cls.status
+    return 500
+
+
+def type_for_status(status: int) -> str:
+    return "invalid_request_error" if 400 <= status < 500 else "server_error"

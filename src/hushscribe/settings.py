@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -104,6 +104,97 @@ class EngineSettings(BaseModel):
     )
 
 
+class JobSettings(BaseModel):
+    """The job queue and its workers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Worker processes `serve` starts; 0 picks one per GPU, or one on CPU.",
+    )
+    worker_threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads per worker's model; 0 shares the machine's cores among workers.",
+    )
+    lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="A claimed job's lease; a worker that stops heart-beating loses the job to "
+        "another worker after this long.",
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=20, description="Tries per job before it fails (a crash counts as a try)."
+    )
+    batch_jobs: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Most queued jobs for the same model a worker takes and transcribes together.",
+    )
+    queue_max: int = Field(
+        256,
+        ge=1,
+        description="Most queued jobs; past it new requests get 429 with Retry-After.",
+    )
+    sync_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="How long the OpenAI-compatible endpoints wait for their job before 504 "
+        "(the job goes on; poll it at /v1/jobs/{id}).",
+    )
+    result_ttl_s: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="How long transcripts are kept after a job ends (default 7 days).",
+    )
+    keep_audio: bool = Field(
+        False,
+        description="Keep uploaded audio until the result expires (default: delete it "
+        "as soon as the job ends).",
+    )
+    purge_interval_s: float = Field(
+        300.0, gt=0, description="How often expired jobs, results and audio are purged."
+    )
+    poll_interval_s: float = Field(
+        0.2, gt=0, le=10, description="How often an idle worker looks for work."
+    )
+
+
+class ServerSettings(BaseModel):
+    """The HTTP server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address to bind; loopback unless told otherwise.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    request_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Longest a client may take to send a request body before it is dropped.",
+    )
+
+
+class AuthSettings(BaseModel):
+    """Who may call the API. (Users, roles and LDAP come with the identity work; until then,
+    API keys from the configuration.)"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Owner name → API key, sent as `Authorization: Bearer KEY`. Every job "
+        "belongs to the owner whose key created it.",
+    )
+    allow_anonymous: bool = Field(
+        False,
+        description="Serve requests without a key as owner `anonymous` (development only).",
+    )
+
+
 class Settings(BaseSettings):
     """All of hushscribe's configuration."""
 
@@ -119,11 +210,28 @@ class Settings(BaseSettings):
     )
     audio: AudioLimits = Field(default_factory=AudioLimits, description="Media limits.")
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Model running.")
+    jobs: JobSettings = Field(default_factory=JobSettings, description="Queue and workers.")
+    server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="API access.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the job database; default SQLite at "
+        "`<data_dir>/hushscribe.db`. PostgreSQL (`postgresql+psycopg://…`) for several nodes.",
+    )
 
     @property
     def models_dir(self) -> Path:
         """Directory holding one sub-directory per installed model."""
         return self.data_dir / "models"
+
+    @property
+    def blobs_dir(self) -> Path:
+        """Uploaded audio waiting for (or kept after) its job."""
+        return self.data_dir / "blobs"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'hushscribe.db'}"
 
     @classmethod
     def settings_customise_sources(

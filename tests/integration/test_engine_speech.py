@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from hushscribe import audio
@@ -42,7 +43,7 @@ def test_language_detection(manager: ModelManager, settings: Settings, c: Clip) 
     decoded = audio.decode(c.path, settings.audio)
     with manager.use("base") as loaded:
         language, probability, probs = detect_language(
-            loaded, decoded.samples, settings.engine.language_windows, None
+            loaded, decoded.samples, settings.engine.language_windows
         )
     assert language == c.language, sorted(probs.items(), key=lambda kv: -kv[1])[:3]
     assert 0.0 < probability <= 1.0
@@ -58,7 +59,7 @@ def test_detection_looks_past_the_first_window(manager: ModelManager, settings: 
     mixed = np.concatenate([en, en[: 10 * audio.SAMPLE_RATE], de, de]).astype(np.float32)
     with manager.use("base") as loaded:
         first_only, _, _ = loaded.whisper.detect_language(audio=mixed[: 30 * audio.SAMPLE_RATE])
-        language, _, _ = detect_language(loaded, mixed, 5, None)
+        language, _, _ = detect_language(loaded, mixed, 5)
     assert first_only == "en"
     assert language == "de"
 
@@ -135,3 +136,62 @@ def test_english_only_model_refuses_translation(manager: ModelManager, settings:
 
     with pytest.raises(InvalidOption, match="English-only"):
         run(manager, settings, clip("jfk.flac"), "tiny.en", task="translate")
+
+
+def test_silence_and_noise_give_no_words(manager: ModelManager, settings: Settings) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    silence = np.zeros(60 * audio.SAMPLE_RATE, dtype=np.float32)
+    noise = (rng.standard_normal(60 * audio.SAMPLE_RATE) * 0.05).astype(np.float32)
+    with manager.use("base") as loaded:
+        for samples in (silence, noise):
+            t = transcribe(loaded, samples, make_options(), settings.engine)
+            assert t.text == "" and t.segments == []
+            assert t.duration == 60.0
+
+
+def test_vad_timestamps_map_back_to_the_original_audio(
+    manager: ModelManager, settings: Settings
+) -> None:
+    """Ten seconds of silence before JFK: with VAD the words still start after 10 s."""
+    import numpy as np
+
+    jfk = audio.decode(clip("jfk.flac").path, settings.audio).samples
+    padded = np.concatenate([np.zeros(10 * audio.SAMPLE_RATE, np.float32), jfk])
+    with manager.use("base") as loaded:
+        t = transcribe(loaded, padded, make_options(word_timestamps=True), settings.engine)
+    assert JFK in normalise(t.text, "en")
+    assert t.segments[0].start >= 9.5 and t.segments[-1].end <= 21.1
+    ask = next(w for w in t.words if w.word.strip().lower() == "ask")
+    assert 10 + 3.0 < ask.start < 10 + 5.0
+
+
+def test_jobs_batched_together_keep_their_own_words(
+    manager: ModelManager, settings: Settings
+) -> None:
+    from hushscribe.engine.batch import Item, transcribe_many
+
+    names = [
+        "jfk.flac",
+        "LDC93S1.wav",
+        "cheetah_test_fr.wav",
+        "61-70968-0000.flac",
+        "BAC009S0724W0121.wav",
+    ]
+    decoded = [audio.decode(clip(n).path, settings.audio) for n in names]
+    items = [Item(d.samples, make_options()) for d in decoded]
+    items.append(Item(np.zeros(5 * audio.SAMPLE_RATE, np.float32), make_options()))
+    with manager.use("base") as loaded:
+        out = transcribe_many(loaded, items, settings.engine)
+    jfk, ldc, fr, wizard, zh, silent = out
+    assert all(isinstance(t, Transcript) for t in out)
+    assert JFK in normalise(jfk.text, "en") and "greasy" not in normalise(jfk.text, "en")
+    assert "greasy wash" in normalise(ldc.text, "en") and "country" not in normalise(ldc.text, "en")
+    assert fr.language == "fr" and "mer" in normalise(fr.text, "fr")
+    assert "wizard" in normalise(wizard.text, "en")
+    assert zh.language == "zh" and "广州" in zh.text
+    assert silent.segments == []
+    assert jfk.options["batch_jobs"] == 3  # the three English clips shared one decode
+    for t, d in zip(out[:5], decoded, strict=True):
+        assert t.segments and t.segments[0].start >= 0 and t.segments[-1].end <= d.duration_s

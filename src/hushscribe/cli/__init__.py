@@ -11,6 +11,7 @@ import typer
 from hushscribe import __version__
 from hushscribe.cli import models
 from hushscribe.cli.common import State, err_console
+from hushscribe.cli.serve import serve_cmd
 from hushscribe.cli.transcribe import transcribe_cmd
 from hushscribe.errors import HushscribeError
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(models.app, name="models")
 app.command("transcribe")(transcribe_cmd)
+app.command("serve")(serve_cmd)
 
 
 def _version(value: bool) -> None:

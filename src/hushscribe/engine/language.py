@@ -28,23 +28,25 @@ def window_starts(n_samples: int, max_windows: int) -> list[int]:
     return sorted({round(i * last / (count - 1)) for i in range(count)}) if count > 1 else [0]
 
 
-def speech_only(audio: Samples, vad: VadOptions | None) -> Samples:
-    if vad is None:
-        return audio
-    stamps = get_speech_timestamps(audio, vad)
-    if not stamps:
-        return audio
-    chunks, _ = collect_chunks(audio, stamps)
-    return np.concatenate(chunks) if chunks else audio
+def speech_chunks(audio: Samples, vad: VadOptions) -> list[dict[str, int]]:
+    """Silero VAD's speech regions, in samples."""
+    return list(get_speech_timestamps(audio, vad))
+
+
+def speech_only(audio: Samples, chunks: list[dict[str, int]]) -> Samples:
+    """The speech regions of ``audio`` back to back (what Whisper sees when VAD is on)."""
+    if not chunks:
+        return audio[:0]
+    pieces, _ = collect_chunks(audio, chunks)
+    return np.concatenate(pieces) if pieces else audio[:0]
 
 
 def detect_language(
-    model: LoadedModel, audio: Samples, max_windows: int, vad: VadOptions | None
+    model: LoadedModel, speech: Samples, max_windows: int
 ) -> tuple[str, float, dict[str, float]]:
-    """(language, probability, all probabilities) averaged over windows spread over the speech."""
+    """(language, probability, all probabilities) averaged over windows spread over ``speech``."""
     if not model.info.multilingual:
         return "en", 1.0, {"en": 1.0}
-    speech = speech_only(audio, vad)
     window = WINDOW_S * SAMPLE_RATE
     totals: dict[str, float] = defaultdict(float)
     starts = window_starts(len(speech), max_windows)

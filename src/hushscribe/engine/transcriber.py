@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from faster_whisper.transcribe import restore_speech_timestamps
 from faster_whisper.vad import VadOptions
 
 from hushscribe.audio import SAMPLE_RATE, Samples
-from hushscribe.engine.language import detect_language
+from hushscribe.engine.language import detect_language, speech_chunks, speech_only
 from hushscribe.engine.loader import LoadedModel
 from hushscribe.engine.options import TranscribeOptions
 from hushscribe.errors import InvalidOption
@@ -64,15 +66,36 @@ def _fixed_clips(n_samples: int) -> list[dict[str, float]]:
     return [{"start": s, "end": min(s + BATCH_CHUNK_S, duration)} for s in starts if s < duration]
 
 
-def transcribe(
-    model: LoadedModel,
-    audio: Samples,
-    options: TranscribeOptions,
-    settings: EngineSettings,
-    progress: ProgressCallback | None = None,
-) -> Transcript:
-    """Transcribe (or translate to English) 16 kHz mono ``audio`` with ``model``."""
-    opts = options.resolved(settings)
+@dataclass
+class Prepared:
+    """One audio ready to decode: options resolved, speech found, language known."""
+
+    opts: TranscribeOptions
+    audio: Samples
+    duration: float
+    batched: bool
+    vad: VadOptions | None
+    chunks: list[dict[str, int]] | None
+    speech: Samples
+    language: str
+    probability: float
+
+    def decode_kwargs(self) -> dict[str, Any]:
+        """faster-whisper arguments that must agree for jobs to share a batch."""
+        o = self.opts
+        return {
+            "language": self.language,
+            "task": o.task,
+            "beam_size": o.beam_size,
+            "temperature": list(o.temperature),
+            "initial_prompt": o.initial_prompt,
+            "hotwords": o.hotwords,
+            "word_timestamps": o.word_timestamps,
+            "condition_on_previous_text": o.condition_on_previous_text,
+        }
+
+
+def check_model_fits(model: LoadedModel, opts: TranscribeOptions) -> None:
     if opts.task == "translate" and not model.info.multilingual:
         raise InvalidOption(
             f"model '{model.info.name}' is English-only and cannot translate; "
@@ -83,47 +106,82 @@ def transcribe(
             f"model '{model.info.name}' is English-only; it cannot transcribe language "
             f"'{opts.language}'"
         )
+
+
+def prepare(
+    model: LoadedModel,
+    audio: Samples,
+    options: TranscribeOptions,
+    settings: EngineSettings,
+    batched: bool | None = None,
+) -> Prepared:
+    """Resolve options, run VAD once, detect the language over windows spread across the speech."""
+    opts = options.resolved(settings)
+    check_model_fits(model, opts)
     duration = len(audio) / SAMPLE_RATE
-    batched = _use_batched(opts, duration, settings)
-    vad = _vad_options(opts, batched)
+    use_batched = _use_batched(opts, duration, settings) if batched is None else batched
+    vad = _vad_options(opts, use_batched)
+    # VAD runs once: its speech feeds language detection and (unbatched) decoding, as in
+    # faster-whisper, whose timestamps we then map back to the original audio.
+    chunks = speech_chunks(audio, vad) if vad is not None else None
+    speech = speech_only(audio, chunks) if chunks is not None else audio
     if opts.language is None:
-        language, probability, _ = detect_language(model, audio, settings.language_windows, vad)
+        sample = speech if len(speech) else audio
+        language, probability, _ = detect_language(model, sample, settings.language_windows)
     else:
         language, probability = opts.language, 1.0
-    common: dict[str, Any] = {
-        "language": language,
-        "task": opts.task,
-        "beam_size": opts.beam_size,
-        "temperature": list(opts.temperature),
-        "initial_prompt": opts.initial_prompt,
-        "hotwords": opts.hotwords,
-        "word_timestamps": opts.word_timestamps,
-        "condition_on_previous_text": opts.condition_on_previous_text,
-        "vad_filter": opts.vad,
-        "vad_parameters": vad,
-    }
-    if batched:
-        if not opts.vad:
-            common["clip_timestamps"] = _fixed_clips(len(audio))
-        segments_iter, _ = model.batched.transcribe(
-            audio, batch_size=opts.batch_size, without_timestamps=False, **common
-        )
-    else:
-        segments_iter, _ = model.whisper.transcribe(audio, **common)
+    return Prepared(opts, audio, duration, use_batched, vad, chunks, speech, language, probability)
 
-    script = opts.zh_script if language in CHINESE else "as-is"
+
+def transcribe(
+    model: LoadedModel,
+    audio: Samples,
+    options: TranscribeOptions,
+    settings: EngineSettings,
+    progress: ProgressCallback | None = None,
+) -> Transcript:
+    """Transcribe (or translate to English) 16 kHz mono ``audio`` with ``model``."""
+    p = prepare(model, audio, options, settings)
+    segments_iter: Iterable[Any]
+    if p.chunks is not None and not p.chunks:
+        segments_iter = []  # VAD found no speech: no words, and no decoding to find none
+    elif p.batched:
+        clips = {"clip_timestamps": _fixed_clips(len(audio))} if p.vad is None else {}
+        segments_iter, _ = model.batched.transcribe(
+            audio, batch_size=p.opts.batch_size, without_timestamps=False,
+            vad_filter=p.vad is not None, vad_parameters=p.vad, **clips, **p.decode_kwargs(),
+        )  # fmt: skip
+    else:
+        segments_iter, _ = model.whisper.transcribe(p.speech, vad_filter=False, **p.decode_kwargs())
+        if p.chunks:
+            segments_iter = restore_speech_timestamps(segments_iter, p.chunks, SAMPLE_RATE)
+    return build_transcript(model, p, segments_iter, progress)
+
+
+def build_transcript(
+    model: LoadedModel,
+    p: Prepared,
+    segments_iter: Iterable[Any],
+    progress: ProgressCallback | None = None,
+    offset: float = 0.0,
+    extra: dict[str, Any] | None = None,
+) -> Transcript:
+    """faster-whisper segments (times shifted back by ``offset``) → the canonical Transcript:
+    timestamps monotonic and inside the audio, Chinese in the script asked for."""
+    duration = p.duration
+    script = p.opts.zh_script if p.language in CHINESE else "as-is"
     segments: list[Segment] = []
     last_start = 0.0
     for seg in segments_iter:
-        start = min(max(seg.start, last_start), duration)
-        end = min(max(seg.end, start), duration)
+        start = min(max(seg.start - offset, last_start), duration)
+        end = min(max(seg.end - offset, start), duration)
         last_start = start
         words = None
         if seg.words is not None:
             words = [
                 Word(
-                    start=min(max(w.start, start), end),
-                    end=min(max(w.end, w.start, start), end),
+                    start=min(max(w.start - offset, start), end),
+                    end=min(max(w.end - offset, w.start - offset, start), end),
                     word=convert_script(w.word, str(script)),
                     probability=w.probability,
                 )
@@ -147,12 +205,13 @@ def transcribe(
             progress(end, duration)
     if progress:
         progress(duration, duration)
-    recorded = opts.model_dump(mode="json")
-    recorded.update(batched=batched, device=model.device, compute_type=model.compute_type)
+    recorded = p.opts.model_dump(mode="json")
+    recorded.update(batched=p.batched, device=model.device, compute_type=model.compute_type)
+    recorded.update(extra or {})
     return Transcript(
-        task=opts.task,
-        language=language,
-        language_probability=round(probability, 4),
+        task=p.opts.task,
+        language=p.language,
+        language_probability=round(p.probability, 4),
         duration=duration,
         segments=segments,
         model=ModelRef(name=model.info.name, sha256=model.info.sha256),

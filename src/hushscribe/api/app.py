@@ -1,0 +1,82 @@
+"""``create_app(settings)``: the FastAPI application, its state and its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from hushscribe import __version__
+from hushscribe.api import errors, routes_audio, routes_jobs, routes_ops
+from hushscribe.api.metrics import Metrics, MetricsMiddleware
+from hushscribe.jobs.blobs import BlobStore
+from hushscribe.jobs.queue import JobQueue, make_engine
+from hushscribe.jobs.registry import WorkerRegistry
+from hushscribe.jobs.stats import Stats
+from hushscribe.jobs.supervisor import Supervisor
+from hushscribe.settings import Settings
+
+log = logging.getLogger("hushscribe.api")
+
+
+async def _purge_loop(app: FastAPI, settings: Settings) -> None:
+    """Delete expired jobs, results and their audio, every ``purge_interval_s``."""
+    while True:
+        try:
+            queue: JobQueue = app.state.queue
+            blobs: BlobStore = app.state.blobs
+            for path in await asyncio.to_thread(queue.purge_expired, time.time()):
+                blobs.delete(Path(path))
+        except Exception:
+            log.exception("purge failed; trying again next interval")
+        await asyncio.sleep(settings.jobs.purge_interval_s)
+
+
+def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
+    """The API for ``settings``. With ``start_workers`` its lifespan also runs the worker pool."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        supervisor = None
+        if start_workers:
+            supervisor = Supervisor(settings, on_restart=metrics.worker_restarts.inc)
+            supervisor.start()
+        app.state.supervisor = supervisor
+        purge = asyncio.create_task(_purge_loop(app, settings))
+        try:
+            yield
+        finally:
+            purge.cancel()
+            if supervisor is not None:
+                await asyncio.to_thread(supervisor.stop)
+            engine.dispose()
+
+    app = FastAPI(
+        title="hushscribe",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,  # API docs are off: they load assets from outside and describe the surface
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.state.queue = JobQueue(engine)
+    app.state.blobs = BlobStore(settings.blobs_dir)
+    app.state.registry = WorkerRegistry(engine)
+    app.state.stats = Stats(engine)
+    app.state.metrics = metrics
+    metrics.watch_jobs(app.state.queue, app.state.stats)
+    errors.install(app)
+    app.include_router(routes_ops.router)
+    app.include_router(routes_audio.router)
+    app.include_router(routes_jobs.router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

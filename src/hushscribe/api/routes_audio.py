@@ -1,0 +1,137 @@
+"""OpenAI-compatible endpoints: /v1/audio/transcriptions, /v1/audio/translations, /v1/models.
+
+A synchronous call is a job the request waits on, so both paths share one queue, one worker pool
+and one record of who asked for what. A client that goes away cancels its job; a job that takes
+longer than ``jobs.sync_timeout_s`` answers 504 with the job id to poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from hushscribe.api.deps import BlobsDep, Owner, QueueDep, SettingsDep, get_owner
+from hushscribe.api.submit import OPENAI_ALIASES, accept_upload, enqueue, response_format
+from hushscribe.engine.store import ModelInfo, ModelStore
+from hushscribe.errors import HushscribeError, error_body, status_for_code, type_for_status
+from hushscribe.jobs.queue import JobQueue, JobRecord
+from hushscribe.transcript import MEDIA_TYPES, Transcript, render
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(get_owner)], tags=["openai"])
+
+POLL_START_S = 0.02
+POLL_MAX_S = 0.25
+
+
+class JobTimeout(HushscribeError):
+    code = "job_timeout"
+    status = 504
+
+
+async def wait_for_job(
+    request: Request, queue: JobQueue, job: JobRecord, timeout_s: float
+) -> JobRecord:
+    """Poll until the job ends; cancel it if the client disconnects."""
+    deadline = time.monotonic() + timeout_s
+    delay = POLL_START_S
+    current: JobRecord | None = job
+    while current is not None and not current.terminal:
+        if time.monotonic() > deadline:
+            raise JobTimeout(
+                f"the transcription is still running after {timeout_s:.0f} s; "
+                f"poll GET /v1/jobs/{job.id} for its result"
+            )
+        if await request.is_disconnected():
+            queue.cancel(job.id, job.owner, ttl_s=60.0)  # nobody will read it
+            raise asyncio.CancelledError
+        await asyncio.sleep(delay)
+        delay = min(POLL_MAX_S, delay * 1.5)
+        current = queue.get(job.id, job.owner)
+    if current is None:
+        raise JobTimeout(f"job {job.id} disappeared while it ran")
+    return current
+
+
+def rendered(transcript_json: str, fmt: str) -> Response:
+    transcript = Transcript.model_validate_json(transcript_json)
+    return Response(render(transcript, fmt), media_type=MEDIA_TYPES[fmt])
+
+
+def failed_job_response(job: JobRecord) -> JSONResponse:
+    if job.status == "cancelled":
+        return JSONResponse(
+            error_body(f"job {job.id} was cancelled", "invalid_request_error", "job_cancelled"),
+            status_code=409,
+        )
+    status = status_for_code(job.error_code)
+    return JSONResponse(
+        error_body(
+            job.error_message or f"job {job.status}", type_for_status(status),
+            job.error_code or job.status,
+        ),
+        status_code=status,
+    )  # fmt: skip
+
+
+async def _sync(
+    task: str, request: Request, owner: str, settings: Any, queue: JobQueue, blobs: Any
+) -> Response:
+    form = await accept_upload(request, settings, queue, blobs)
+    fmt = response_format(form)
+    job, _ = enqueue(form, owner, task, settings, queue, blobs)
+    job = await wait_for_job(request, queue, job, settings.jobs.sync_timeout_s)
+    if job.status != "done":
+        return failed_job_response(job)
+    result = queue.result(job.id, owner)
+    if result is None:
+        return failed_job_response(job)
+    return rendered(result, fmt)
+
+
+@router.post("/audio/transcriptions")
+async def transcriptions(
+    request: Request, owner: Owner, settings: SettingsDep, queue: QueueDep, blobs: BlobsDep
+) -> Response:
+    """Transcribe an audio file (multipart: file, model, language, prompt, response_format,
+    temperature, timestamp_granularities[]; extras: vad, beam_size, hotwords, zh_script)."""
+    return await _sync("transcribe", request, owner, settings, queue, blobs)
+
+
+@router.post("/audio/translations")
+async def translations(
+    request: Request, owner: Owner, settings: SettingsDep, queue: QueueDep, blobs: BlobsDep
+) -> Response:
+    """Translate speech in any language into English text."""
+    return await _sync("translate", request, owner, settings, queue, blobs)
+
+
+def model_view(info: ModelInfo, model_id: str | None = None) -> dict[str, Any]:
+    from datetime import datetime
+
+    created = int(datetime.fromisoformat(info.installed_at).timestamp())
+    return {
+        "id": model_id or info.name,
+        "object": "model",
+        "created": created,
+        "owned_by": "hushscribe",
+        "multilingual": info.multilingual,
+        "size": info.size,
+        "sha256": info.sha256,
+    }
+
+
+@router.get("/models")
+def list_models(settings: SettingsDep) -> dict[str, Any]:
+    store = ModelStore(settings.models_dir)
+    return {"object": "list", "data": [model_view(m) for m in store.list()]}
+
+
+@router.get("/models/{model_id}")
+def get_model(model_id: str, settings: SettingsDep) -> dict[str, Any]:
+    store = ModelStore(settings.models_dir)
+    name = settings.engine.default_model if model_id in OPENAI_ALIASES else model_id
+    return model_view(store.info(name), model_id)

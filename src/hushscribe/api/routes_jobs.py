@@ -1,0 +1,116 @@
+"""Durable jobs for long files: submit, watch, fetch the result, cancel or delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from hushscribe.api.deps import BlobsDep, Owner, QueueDep, SettingsDep, get_owner
+from hushscribe.api.routes_audio import failed_job_response, rendered
+from hushscribe.api.submit import accept_upload, enqueue
+from hushscribe.api.views import job_view
+from hushscribe.errors import HushscribeError, InvalidOption
+from hushscribe.transcript import FORMATS
+
+router = APIRouter(prefix="/v1/jobs", dependencies=[Depends(get_owner)], tags=["jobs"])
+
+MAX_PAGE = 100
+
+
+class JobNotFound(HushscribeError):
+    code = "job_not_found"
+    status = 404
+    type = "invalid_request_error"
+
+
+class JobNotDone(HushscribeError):
+    code = "job_not_done"
+    status = 409
+    type = "invalid_request_error"
+
+
+def _not_found(job_id: str) -> JobNotFound:
+    # The same answer for "no such job" and "someone else's job": ids are not an oracle.
+    return JobNotFound(f"no job {job_id[:64]!r}")
+
+
+@router.post("", status_code=202)
+async def submit(
+    request: Request, owner: Owner, settings: SettingsDep, queue: QueueDep, blobs: BlobsDep
+) -> JSONResponse:
+    """Queue a transcription (form field ``task=translate`` for English translation)."""
+    form = await accept_upload(request, settings, queue, blobs)
+    task = form.first("task") or "transcribe"
+    if task not in ("transcribe", "translate"):
+        blobs.delete(form.blob.path) if form.blob else None
+        raise InvalidOption("invalid option: task: choose transcribe or translate")
+    job, _ = enqueue(form, owner, task, settings, queue, blobs)
+    return JSONResponse(job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.get("")
+def list_jobs(
+    owner: Owner,
+    queue: QueueDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """The caller's jobs, newest first; pass ``after=<last id>`` for the next page."""
+    page = queue.list(owner, limit=limit + 1, after=after)
+    data = [job_view(j) for j in page[:limit]]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": len(page) > limit,
+        "last_id": data[-1]["id"] if data else None,
+    }
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, owner: Owner, queue: QueueDep) -> dict[str, Any]:
+    job = queue.get(job_id, owner)
+    if job is None:
+        raise _not_found(job_id)
+    return job_view(job)
+
+
+@router.get("/{job_id}/result")
+def get_result(
+    job_id: str,
+    owner: Owner,
+    queue: QueueDep,
+    format: Annotated[str, Query()] = "json",
+) -> Response:
+    if format not in (*FORMATS, "text"):
+        raise InvalidOption(f"invalid option: format: choose from {', '.join(FORMATS)}")
+    job = queue.get(job_id, owner)
+    if job is None:
+        raise _not_found(job_id)
+    if job.status in ("failed", "cancelled"):
+        return failed_job_response(job)
+    result = queue.result(job_id, owner) if job.status == "done" else None
+    if result is None:
+        raise JobNotDone(f"job {job_id} is {job.status} ({job.progress:.0%}); try again later")
+    return rendered(result, format)
+
+
+@router.delete("/{job_id}")
+def delete_job(
+    job_id: str, owner: Owner, settings: SettingsDep, queue: QueueDep, blobs: BlobsDep
+) -> dict[str, Any]:
+    """Cancel a queued or running job; delete (and purge) one that has ended."""
+    job = queue.get(job_id, owner)
+    if job is None:
+        raise _not_found(job_id)
+    if not job.terminal:
+        cancelled = queue.cancel(job_id, owner, ttl_s=settings.jobs.result_ttl_s)
+        if cancelled is not None:
+            blobs.delete(cancelled.blob_path) if not settings.jobs.keep_audio else None
+            return job_view(cancelled)
+    blob = queue.delete(job_id, owner)
+    if blob is None:
+        raise _not_found(job_id)
+    blobs.delete(blob)
+    return {"id": job_id, "object": "transcription.job", "deleted": True}

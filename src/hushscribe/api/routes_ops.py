@@ -1,0 +1,53 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from hushscribe.api.deps import SettingsDep
+from hushscribe.jobs.registry import WorkerRegistry
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
+    """Ready when the database answers, a worker is alive and one has the default model loaded."""
+    reasons: list[str] = []
+    workers: list[dict[str, Any]] = []
+    try:
+        with request.app.state.queue.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        registry: WorkerRegistry = request.app.state.registry
+        alive = registry.alive(within_s=settings.jobs.lease_s)
+        workers = [{"id": w.id, "host": w.host, "models": w.models} for w in alive]
+        if not alive:
+            reasons.append("no worker is alive")
+        elif not any(settings.engine.default_model in w.models for w in alive):
+            reasons.append(f"default model '{settings.engine.default_model}' is not loaded")
+    except Exception as exc:  # the database itself is down
+        reasons.append(f"database unavailable: {type(exc).__name__}")
+    body = {
+        "status": "ready" if not reasons else "not ready",
+        "reasons": reasons,
+        "workers": workers,
+    }
+    return JSONResponse(body, status_code=200 if not reasons else 503)
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    return Response(
+        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )

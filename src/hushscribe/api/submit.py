@@ -1,0 +1,137 @@
+"""From an upload to a queued job: parse the form, check the options, enqueue. Shared by the
+OpenAI-compatible endpoints (which then wait) and POST /v1/jobs (which returns at once)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import Request
+
+from hushscribe.api.upload import Upload, read_upload
+from hushscribe.engine import make_options
+from hushscribe.engine.store import ModelStore
+from hushscribe.errors import HushscribeError, InvalidOption, InvalidRequest
+from hushscribe.jobs.blobs import BlobStore
+from hushscribe.jobs.queue import JobQueue, JobRecord
+from hushscribe.settings import Settings
+from hushscribe.transcript import FORMATS
+
+OPENAI_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+"""Model names OpenAI clients send by default; they mean "the server's default model"."""
+RESPONSE_FORMATS = (*FORMATS, "text")
+RETRY_AFTER_S = 5
+"""Suggested wait when the queue is full: about one short job's time on one CPU worker."""
+
+
+class QueueFull(HushscribeError):
+    code = "queue_full"
+    status = 429
+    type = "rate_limit_error"
+
+
+class RequestTimeout(InvalidRequest):
+    code = "request_timeout"
+    status = 408
+
+
+def _bool(value: str | None, name: str) -> bool | None:
+    if value is None or value == "":
+        return None
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise InvalidOption(f"invalid option: {name}: expected true or false, got {value[:20]!r}")
+
+
+def _number(value: str | None, name: str, kind: type[int] | type[float]) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidOption(f"invalid option: {name}: not a number: {value[:20]!r}") from None
+
+
+def resolve_model(name: str | None, settings: Settings) -> str:
+    if not name or name in OPENAI_ALIASES:
+        return settings.engine.default_model
+    ModelStore(settings.models_dir).info(name)  # raises model_not_found with the import hint
+    return name
+
+
+def options_from_form(form: Upload, task: str) -> dict[str, Any]:
+    """OpenAI's form fields (and our extras) → TranscribeOptions values, validated."""
+    granularities = form.fields.get("timestamp_granularities[]", []) + form.fields.get(
+        "timestamp_granularities", []
+    )
+    temperature = _number(form.first("temperature"), "temperature", float)
+    values: dict[str, Any] = {
+        "task": task,
+        "language": form.first("language") if task == "transcribe" else None,
+        "initial_prompt": form.first("prompt") or None,
+        "word_timestamps": "word" in granularities,
+        "vad": _bool(form.first("vad"), "vad"),
+        "beam_size": _number(form.first("beam_size"), "beam_size", int),
+        "hotwords": form.first("hotwords") or None,
+        "zh_script": form.first("zh_script") or None,
+        "batched": _bool(form.first("batched"), "batched"),
+        # OpenAI: 0 (or nothing) means "start at 0 and raise it when decoding fails".
+        "temperature": (temperature,) if temperature else None,
+    }
+    return make_options(**values).model_dump(mode="json", exclude_none=True)
+
+
+def response_format(form: Upload, default: str = "json") -> str:
+    fmt = form.first("response_format") or default
+    if fmt not in RESPONSE_FORMATS:
+        raise InvalidOption(
+            f"invalid option: response_format: {fmt[:20]!r}; "
+            f"choose from {', '.join(RESPONSE_FORMATS)}"
+        )
+    return fmt
+
+
+async def accept_upload(
+    request: Request, settings: Settings, queue: JobQueue, blobs: BlobStore
+) -> Upload:
+    """Refuse early when the queue is full, then stream the upload within time and size limits."""
+    if queue.queue_depth() >= settings.jobs.queue_max:
+        raise QueueFull(
+            f"the queue holds {settings.jobs.queue_max} jobs; retry in a little while",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    try:
+        async with asyncio.timeout(settings.server.request_timeout_s):
+            return await read_upload(request, blobs, settings.audio.max_bytes)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the upload took longer than {settings.server.request_timeout_s:.0f} s"
+        ) from None
+
+
+def enqueue(
+    form: Upload, owner: str, task: str, settings: Settings, queue: JobQueue, blobs: BlobStore
+) -> tuple[JobRecord, Upload]:
+    """Validate the form and queue its job; on any error the uploaded audio is deleted."""
+    assert form.blob is not None
+    try:
+        options = options_from_form(form, task)
+        model = resolve_model(form.first("model"), settings)
+        job = queue.enqueue(
+            owner=owner,
+            task=task,
+            model=model,
+            options=options,
+            blob_path=str(form.blob.path),
+            blob_sha256=form.blob.sha256,
+            blob_bytes=form.blob.size,
+            filename=form.filename,
+            max_attempts=settings.jobs.max_attempts,
+        )
+    except BaseException:
+        blobs.delete(form.blob.path)
+        raise
+    return job, form

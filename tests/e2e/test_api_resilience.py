@@ -1,0 +1,160 @@
+"""Crashes, restarts, shutdown, readiness and metrics on real server processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.test_api_jobs import submit, wait
+from tests.service import Service, service_data_dir
+from tests.speech import clip, normalise
+
+pytestmark = pytest.mark.slow
+
+
+def results_for(data_dir: Path, job_id: str) -> int:
+    with sqlite3.connect(data_dir / "hushscribe.db") as db:
+        return int(
+            db.execute("SELECT COUNT(*) FROM results WHERE job_id = ?", (job_id,)).fetchone()[0]
+        )
+
+
+def job_row(data_dir: Path, job_id: str) -> dict[str, Any]:
+    with sqlite3.connect(data_dir / "hushscribe.db") as db:
+        db.row_factory = sqlite3.Row
+        return dict(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
+
+def wait_running(c: httpx.Client, job_id: str, min_progress: float = 0.0) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        job = c.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] == "running" and job["progress"] > min_progress:
+            return
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, data_dir: Path) -> Any:
+    started: list[Service] = []
+
+    def make(**env: str) -> Service:
+        root = tmp_path / "svc" if not started else started[0].data_dir
+        if not started:
+            service_data_dir(root, data_dir / "models")
+        svc = Service(root, env=env)
+        started.append(svc)
+        return svc
+
+    yield make
+    for svc in started:
+        svc.stop()
+
+
+def test_worker_killed_mid_job(fresh: Any) -> None:
+    svc = fresh().start()
+    with svc.client() as c:
+        job = submit(c, "aeneas_de.mp3")
+        wait_running(c, job["id"], min_progress=0.0)
+        [worker] = svc.worker_pids()
+        os.kill(worker, signal.SIGKILL)
+        done, _ = wait(c, job["id"])
+        assert done["status"] == "done", done
+        assert done["attempts"] == 2
+        assert "simplicissimus" in normalise(
+            c.get(f"/v1/jobs/{job['id']}/result?format=text").text, "de"
+        )
+        assert results_for(svc.data_dir, job["id"]) == 1
+        assert svc.worker_pids() and svc.worker_pids() != [worker]
+        metrics = {m.name: m for m in text_string_to_metric_families(c.get("/metrics").text)}
+        assert metrics["hushscribe_worker_restarts"].samples[0].value == 1
+
+
+def test_server_killed_after_202_then_restarted(fresh: Any) -> None:
+    svc = fresh().start()
+    with svc.client() as c:
+        job = submit(c, "jfk.flac")
+    svc.kill9()
+    assert job_row(svc.data_dir, job["id"])["status"] in ("queued", "running")
+    again = fresh()
+    again.port = svc.port
+    again.start()
+    with again.client() as c:
+        done, _ = wait(c, job["id"])
+        assert done["status"] == "done"
+        text = c.get(f"/v1/jobs/{job['id']}/result?format=text").text
+        assert "ask not what your country" in normalise(text, "en")
+    assert results_for(again.data_dir, job["id"]) == 1
+
+
+def test_sigterm_requeues_and_exits_cleanly(fresh: Any) -> None:
+    svc = fresh().start()
+    with svc.client() as c:
+        job = submit(c, "aeneas_de.mp3")
+        wait_running(c, job["id"])
+    assert svc.stop(timeout=60) == 0
+    row = job_row(svc.data_dir, job["id"])
+    assert row["status"] == "queued" and row["lease_owner"] is None
+    assert results_for(svc.data_dir, job["id"]) == 0
+    again = fresh().start()
+    with again.client() as c:
+        assert wait(c, job["id"])[0]["status"] == "done"
+
+
+def test_readyz_follows_the_model(tmp_path: Path, data_dir: Path) -> None:
+    root = service_data_dir(tmp_path / "empty", None)
+    svc = Service(root).start(wait_ready=False)
+    try:
+        r = httpx.get(svc.url + "/readyz")
+        assert r.status_code == 503
+        assert r.json()["status"] == "not ready" and r.json()["reasons"]
+        time.sleep(3)  # the worker is up and still cannot load the model
+        reasons = httpx.get(svc.url + "/readyz").json()["reasons"]
+        assert reasons == ["default model 'base' is not loaded"], reasons
+        (root / "models").symlink_to(data_dir / "models", target_is_directory=True)
+        deadline = time.monotonic() + 60
+        while httpx.get(svc.url + "/readyz").status_code != 200:
+            assert time.monotonic() < deadline, svc.log()
+            time.sleep(0.3)
+        assert httpx.get(svc.url + "/healthz").json() == {"status": "ok"}
+    finally:
+        svc.stop()
+
+
+def test_metrics_parse_and_move(service: Service) -> None:
+    def scrape() -> dict[str, dict[tuple[str, ...], float]]:
+        text = httpx.get(service.url + "/metrics").text
+        out: dict[str, dict[tuple[str, ...], float]] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+        return out
+
+    before = scrape()
+    with service.client() as c, clip("LDC93S1.wav").path.open("rb") as fh:
+        r = c.post(
+            "/v1/audio/transcriptions", files={"file": ("a.wav", fh)}, data={"model": "base"}
+        )
+    assert r.status_code == 200
+    after = scrape()
+    key = (("method", "POST"), ("route", "/v1/audio/transcriptions"), ("status", "200"))
+    assert (
+        after["hushscribe_http_requests_total"][key]
+        == before.get("hushscribe_http_requests_total", {}).get(key, 0) + 1
+    )
+    audio_before = sum(before.get("hushscribe_audio_seconds_processed_total", {}).values())
+    audio_after = sum(after["hushscribe_audio_seconds_processed_total"].values())
+    assert audio_after - audio_before == pytest.approx(2.925, abs=0.05)
+    assert sum(after["hushscribe_job_processing_seconds_count"].values()) >= 1
+    assert after["hushscribe_model_load_seconds"][(("model", "base"),)] > 0
+    assert after["hushscribe_queue_depth"][()] >= 0
+    assert set(dict(k)["state"] for k in after["hushscribe_jobs"]) >= {"queued", "done", "failed"}
