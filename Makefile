@@ -22,14 +22,20 @@ install-dev: $(VENV)/.installed-dev   ## everything the tests and checks need
 models: $(VENV)/.installed-runtime    ## assemble and verify the demo models in $(HUSHSCRIBE_DATA_DIR)
 	$(HUSHSCRIBE) models install-demo
 
-# Until the HTTP service lands, `serve` proves the install end to end on a real recording.
-serve: models
-	@echo "hushscribe $$($(HUSHSCRIBE) --version | cut -d' ' -f2): demo models ready in $(HUSHSCRIBE_DATA_DIR)/models"
-	@sample=../shared/speech/en_misc/jfk.flac; \
-	if [ -f "$$sample" ]; then \
-	  $(HUSHSCRIBE) transcribe "$$sample" -m base -f txt -o .data/out && cat .data/out/jfk.txt; \
-	fi
-	@echo "The HTTP service (hushscribe serve on 127.0.0.1:8000) is not built yet; use 'hushscribe transcribe FILE…'."
+# The API on 127.0.0.1:8000 with the demo base model. First run writes a config file holding a
+# random API key for owner "admin" (mode 600) and prints how to use it.
+DEV_CONFIG := $(HUSHSCRIBE_DATA_DIR)/hushscribe.toml
+$(DEV_CONFIG):
+	@mkdir -p $(HUSHSCRIBE_DATA_DIR)
+	@umask 077; key=$$($(PY) -c 'import secrets; print("hs-" + secrets.token_urlsafe(32))'); \
+	printf '[engine]\ndefault_model = "base"\n\n[auth.api_keys]\nadmin = "%s"\n' "$$key" > $@
+	@echo "wrote $@ (API key for owner 'admin')"
+
+serve: models $(DEV_CONFIG)            ## install, prepare the demo models, serve on 127.0.0.1:8000
+	@key=$$(sed -n 's/^admin = "\(.*\)"/\1/p' $(DEV_CONFIG)); \
+	echo; echo "API key: $$key   (in $(DEV_CONFIG))"; \
+	echo "Try:  curl -H 'Authorization: Bearer '$$key -F file=@../shared/speech/en_misc/jfk.flac http://127.0.0.1:8000/v1/audio/transcriptions"; echo
+	$(HUSHSCRIBE) --config $(DEV_CONFIG) serve
 
 test: install-dev                    ## the whole suite, real models on real speech
 	$(PY) -m pytest $(PYTEST_ARGS)

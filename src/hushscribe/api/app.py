@@ -68,7 +68,7 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
         openapi_url=None,
     )
     app.state.settings = settings
-    app.state.queue = JobQueue(engine)
+    app.state.queue = JobQueue(engine, ended_ttl_s=settings.jobs.result_ttl_s)
     app.state.blobs = BlobStore(settings.blobs_dir)
     app.state.registry = WorkerRegistry(engine)
     app.state.stats = Stats(engine)

@@ -69,7 +69,7 @@ class Worker:
     def __init__(self, settings: Settings, worker_id: str) -> None:
         self.settings = settings
         self.worker_id = worker_id
-        self.queue = JobQueue(make_engine(settings.db_url))
+        self.queue = JobQueue(make_engine(settings.db_url), ended_ttl_s=settings.jobs.result_ttl_s)
         self.registry = WorkerRegistry(self.queue.engine)
         self.stats = Stats(self.queue.engine)
         self.manager = ModelManager(settings)
