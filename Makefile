@@ -55,6 +55,7 @@ check: lint typecheck test           ## every check CI runs
 
 bench: install-dev models                 ## engine speed and accuracy next to plain faster-whisper
 	$(PY) -m bench.engine --data-dir $(HUSHSCRIBE_DATA_DIR)
+	$(PY) -m bench.service --data-dir $(HUSHSCRIBE_DATA_DIR)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

@@ -12,9 +12,6 @@ docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from collections import defaultdict
@@ -24,26 +21,10 @@ from typing import Any
 from faster_whisper import WhisperModel
 from tests.speech import CHAR_LANGUAGES, Clip, clips, error_rate
 
+from bench.common import machine, save
 from hushscribe import audio
 from hushscribe.engine import ModelManager, make_options, transcribe
 from hushscribe.settings import load_settings
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1),
-            "python": platform.python_version(), "gpu": None}  # fmt: skip
 
 
 def run_hushscribe(manager: ModelManager, name: str, clip: Clip, options: dict[str, Any]) -> Any:
@@ -151,14 +132,9 @@ def main() -> None:
     manager = ModelManager(settings)
     results = [bench_model(m, manager, args.reps, args.threads) for m in args.models]
     host = machine()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": host, "results": results}
-    (RESULTS / "engine.json").write_text(json.dumps(payload, indent=2) + "\n")
     command = "python -m bench.engine --models " + " ".join(args.models) + f" --reps {args.reps}"
     section = markdown(results, command, host)
-    doc = ROOT / "docs" / "BENCHMARKS.md"
-    intro = "# Benchmarks\n\nMeasured, never typed in: each section is written by its script.\n\n"
-    doc.write_text(intro + section)
+    save("engine", {"machine": host, "command": command, "results": results}, section)
     print(section)
 
 

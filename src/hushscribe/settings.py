@@ -160,7 +160,7 @@ class JobSettings(BaseModel):
         300.0, gt=0, description="How often expired jobs, results and audio are purged."
     )
     poll_interval_s: float = Field(
-        0.2, gt=0, le=10, description="How often an idle worker looks for work."
+        0.1, gt=0, le=10, description="How often an idle worker looks for work."
     )
 
 

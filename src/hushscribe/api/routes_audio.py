@@ -24,7 +24,7 @@ from hushscribe.transcript import MEDIA_TYPES, Transcript, render
 router = APIRouter(prefix="/v1", dependencies=[Depends(get_owner)], tags=["openai"])
 
 POLL_START_S = 0.02
-POLL_MAX_S = 0.25
+POLL_MAX_S = 0.1
 
 
 class JobTimeout(HushscribeError):

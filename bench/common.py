@@ -1,0 +1,47 @@
+"""What every benchmark shares: the machine description and the report in docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+ORDER = ("engine", "service")
+
+INTRO = """# Benchmarks
+
+Measured, never typed in: each section is written by the script named in it, from the JSON it
+leaves in `bench/results/`. Re-run a section with its command; `make bench` runs them all.
+"""
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1),
+            "python": platform.python_version(), "gpu": None}  # fmt: skip
+
+
+def save(name: str, payload: dict[str, Any], section: str) -> None:
+    """Keep ``payload`` as bench/results/NAME.json, the section beside it, rebuild the report."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(section)
+    parts = [INTRO]
+    for part in ORDER:
+        path = RESULTS / f"{part}.md"
+        if path.is_file():
+            parts.append(path.read_text())
+    DOC.write_text("\n".join(parts))
