@@ -40,7 +40,8 @@ class Service:
 
     def client(self, owner: str = "alice", **kw: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {KEYS[owner]}"} if owner else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=120, **kw)
+        kw.setdefault("timeout", 120)
+        return httpx.Client(base_url=self.url, headers=headers, **kw)
 
     def start(self, wait_ready: bool = True, timeout: float = 90) -> Service:
         self.log_path = self.data_dir / f"serve-{self.port}-{int(time.time() * 1000)}.log"

@@ -135,6 +135,48 @@ class InvalidOption(InvalidRequest):
     code = "invalid_option"
 
 
+# --- service ----------------------------------------------------------------------------------
+
+
+class Unauthorized(HushscribeError):
+    code = "invalid_api_key"
+    status = 401
+    type = "authentication_error"
+
+
+class UnsupportedBody(InvalidRequest):
+    code = "unsupported_body"
+    status = 415
+
+
+class QueueFull(HushscribeError):
+    code = "queue_full"
+    status = 429
+    type = "rate_limit_error"
+
+
+class RequestTimeout(InvalidRequest):
+    code = "request_timeout"
+    status = 408
+
+
+class JobTimeout(HushscribeError):
+    code = "job_timeout"
+    status = 504
+
+
+class JobNotFound(HushscribeError):
+    code = "job_not_found"
+    status = 404
+    type = "invalid_request_error"
+
+
+class JobNotDone(HushscribeError):
+    code = "job_not_done"
+    status = 409
+    type = "invalid_request_error"
+
+
 def status_for_code(code: str | None) -> int:
     """The HTTP status of an error code, for errors that were stored (e.g. a failed job)."""
 

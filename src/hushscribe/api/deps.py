@@ -8,16 +8,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from hushscribe.errors import HushscribeError
+from hushscribe.errors import Unauthorized
 from hushscribe.jobs.blobs import BlobStore
 from hushscribe.jobs.queue import JobQueue
 from hushscribe.settings import Settings
-
-
-class Unauthorized(HushscribeError):
-    code = "invalid_api_key"
-    status = 401
-    type = "authentication_error"
 
 
 def get_settings(request: Request) -> Settings:

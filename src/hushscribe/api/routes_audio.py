@@ -17,7 +17,12 @@ from fastapi.responses import JSONResponse, Response
 from hushscribe.api.deps import BlobsDep, Owner, QueueDep, SettingsDep, get_owner
 from hushscribe.api.submit import OPENAI_ALIASES, accept_upload, enqueue, response_format
 from hushscribe.engine.store import ModelInfo, ModelStore
-from hushscribe.errors import HushscribeError, error_body, status_for_code, type_for_status
+from hushscribe.errors import (
+    JobTimeout,
+    error_body,
+    status_for_code,
+    type_for_status,
+)
 from hushscribe.jobs.queue import JobQueue, JobRecord
 from hushscribe.transcript import MEDIA_TYPES, Transcript, render
 
@@ -25,11 +30,6 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(get_owner)], tags=["opena
 
 POLL_START_S = 0.02
 POLL_MAX_S = 0.1
-
-
-class JobTimeout(HushscribeError):
-    code = "job_timeout"
-    status = 504
 
 
 async def wait_for_job(

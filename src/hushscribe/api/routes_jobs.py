@@ -11,24 +11,12 @@ from hushscribe.api.deps import BlobsDep, Owner, QueueDep, SettingsDep, get_owne
 from hushscribe.api.routes_audio import failed_job_response, rendered
 from hushscribe.api.submit import accept_upload, enqueue
 from hushscribe.api.views import job_view
-from hushscribe.errors import HushscribeError, InvalidOption
+from hushscribe.errors import InvalidOption, JobNotDone, JobNotFound
 from hushscribe.transcript import FORMATS
 
 router = APIRouter(prefix="/v1/jobs", dependencies=[Depends(get_owner)], tags=["jobs"])
 
 MAX_PAGE = 100
-
-
-class JobNotFound(HushscribeError):
-    code = "job_not_found"
-    status = 404
-    type = "invalid_request_error"
-
-
-class JobNotDone(HushscribeError):
-    code = "job_not_done"
-    status = 409
-    type = "invalid_request_error"
 
 
 def _not_found(job_id: str) -> JobNotFound:

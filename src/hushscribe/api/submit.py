@@ -11,7 +11,11 @@ from fastapi import Request
 from hushscribe.api.upload import Upload, read_upload
 from hushscribe.engine import make_options
 from hushscribe.engine.store import ModelStore
-from hushscribe.errors import HushscribeError, InvalidOption, InvalidRequest
+from hushscribe.errors import (
+    InvalidOption,
+    QueueFull,
+    RequestTimeout,
+)
 from hushscribe.jobs.blobs import BlobStore
 from hushscribe.jobs.queue import JobQueue, JobRecord
 from hushscribe.settings import Settings
@@ -22,17 +26,6 @@ OPENAI_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
 RESPONSE_FORMATS = (*FORMATS, "text")
 RETRY_AFTER_S = 5
 """Suggested wait when the queue is full: about one short job's time on one CPU worker."""
-
-
-class QueueFull(HushscribeError):
-    code = "queue_full"
-    status = 429
-    type = "rate_limit_error"
-
-
-class RequestTimeout(InvalidRequest):
-    code = "request_timeout"
-    status = 408
 
 
 def _bool(value: str | None, name: str) -> bool | None:

@@ -14,7 +14,7 @@ from typing import Any
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from hushscribe.errors import InvalidRequest, TooLarge
+from hushscribe.errors import InvalidRequest, TooLarge, UnsupportedBody
 from hushscribe.jobs.blobs import Blob, BlobStore, BlobWriter
 
 MAX_FIELDS = 64
@@ -26,11 +26,6 @@ MAX_FILENAME_CHARS = 255
 MULTIPART_OVERHEAD = 64 * 1024
 """Room for boundaries and fields in Content-Length on top of the file cap."""
 FILE_FIELD = "file"
-
-
-class UnsupportedBody(InvalidRequest):
-    code = "unsupported_body"
-    status = 415
 
 
 @dataclass
