@@ -129,7 +129,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=0, help="0: the service's default")
+    parser.add_argument("--threads", type=int, default=0, help="per worker; 0: the default")
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".data")
     args = parser.parse_args()
     models = (args.data_dir / "models").resolve()
@@ -140,7 +141,7 @@ def main() -> None:
         files = [(c.path, c.duration) for c in short]
         svc = Service(service_data_dir(tmp / "svc", models), env={
             "HUSHSCRIBE_ENGINE__DEFAULT_MODEL": args.model,
-            "HUSHSCRIBE_ENGINE__CPU_THREADS": str(THREADS // args.workers or 1),
+            "HUSHSCRIBE_JOBS__WORKER_THREADS": str(args.threads),
             "HUSHSCRIBE_JOBS__WORKERS": str(args.workers),
             "HUSHSCRIBE_JOBS__LEASE_S": "30",
         }).start()  # fmt: skip
@@ -173,7 +174,8 @@ def main() -> None:
     host = machine()
     clients = " ".join(map(str, args.clients))
     command = (f"python -m bench.service --model {args.model} --reps {args.reps} --clients "
-               f"{clients} --seconds {args.seconds:g} --workers {args.workers}")  # fmt: skip
+               f"{clients} --seconds {args.seconds:g} --workers {args.workers} "
+               f"--threads {args.threads}")  # fmt: skip
     payload = {"machine": host, "command": command, "single_stream": single,
                "plain_sequential": plain, "throughput": loads}  # fmt: skip
     lines = [
@@ -181,7 +183,8 @@ def main() -> None:
         "",
         f"Command: `{command}`  ",
         f"Machine: {host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB, no GPU. "
-        f"Model {args.model}, int8, beam 5, VAD on, {args.workers} worker(s).",
+        f"Model {args.model}, int8, beam 5, VAD on; workers {args.workers or 'default'}, "
+        f"threads per worker {args.threads or 'default'}.",
         "",
         f"**Single stream**, {single['audio_seconds']} s recording, end to end (upload, queue, "
         f"decode, transcribe, JSON): API {single['api_median']} s vs plain faster-whisper "

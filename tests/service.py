@@ -53,6 +53,7 @@ class Service:
                 "HUSHSCRIBE_JOBS__LEASE_S": "3",
                 "HUSHSCRIBE_JOBS__POLL_INTERVAL_S": "0.05",
                 "HUSHSCRIBE_ENGINE__CPU_THREADS": "2",
+                "HUSHSCRIBE_JOBS__WORKERS": "1",  # tests that kill "the" worker need one
                 **self.env,
             }
         )

@@ -113,12 +113,14 @@ class JobSettings(BaseModel):
         0,
         ge=0,
         le=64,
-        description="Worker processes `serve` starts; 0 picks one per GPU, or one on CPU.",
+        description="Worker processes `serve` starts; 0 picks one per GPU, or two on CPU "
+        "(measured best for throughput without slowing a single request).",
     )
     worker_threads: int = Field(
         0,
         ge=0,
-        description="CPU threads per worker's model; 0 shares the machine's cores among workers.",
+        description="CPU threads per worker's model; 0 lets each worker use every core "
+        "(engine.cpu_threads, when set, applies too).",
     )
     lease_s: float = Field(
         30.0,

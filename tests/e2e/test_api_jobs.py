@@ -52,6 +52,7 @@ def test_long_job_progress_and_srt(service: Service) -> None:
         assert len(subs) > 3 and subs[-1].end.total_seconds() <= 68.1
         text = normalise(c.get(f"/v1/jobs/{job['id']}/result?format=text").text, "de")
         assert "simplicissimus" in text and "grimmelshausen" in text
+        assert not any((service.data_dir / "blobs").glob("*")), "audio is deleted when the job ends"
 
 
 def test_owners_see_only_their_jobs(service: Service) -> None:

@@ -158,3 +158,21 @@ def test_metrics_parse_and_move(service: Service) -> None:
     assert after["hushscribe_model_load_seconds"][(("model", "base"),)] > 0
     assert after["hushscribe_queue_depth"][()] >= 0
     assert set(dict(k)["state"] for k in after["hushscribe_jobs"]) >= {"queued", "done", "failed"}
+
+
+def test_results_expire_and_are_purged(fresh: Any) -> None:
+    svc = fresh(HUSHSCRIBE_JOBS__RESULT_TTL_S="2", HUSHSCRIBE_JOBS__PURGE_INTERVAL_S="0.5",
+                HUSHSCRIBE_JOBS__KEEP_AUDIO="true").start()  # fmt: skip
+    with svc.client() as c:
+        job = submit(c, "LDC93S1.wav")
+        assert wait(c, job["id"])[0]["status"] == "done"
+        assert len(list((svc.data_dir / "blobs").glob("*"))) == 1, (
+            "keep_audio keeps it until expiry"
+        )
+        assert c.get(f"/v1/jobs/{job['id']}/result?format=text").status_code == 200
+        deadline = time.monotonic() + 20
+        while c.get(f"/v1/jobs/{job['id']}").status_code != 404:
+            assert time.monotonic() < deadline, "the purge task never ran"
+            time.sleep(0.2)
+    assert results_for(svc.data_dir, job["id"]) == 0
+    assert not any((svc.data_dir / "blobs").glob("*"))

@@ -25,11 +25,17 @@ STOP_GRACE_S = 30.0
 """How long a stopping worker may take to finish its current job before it is killed."""
 
 
+CPU_WORKERS = 2
+"""On CPU two workers, each allowed every core: one alone runs at full speed (0.97x plain
+faster-whisper on a 60 s file), two together keep the cores busy while the other uploads, decodes
+or writes (8 clients: 1.47x plain sequential vs 1.22x with one worker; docs/BENCHMARKS.md)."""
+
+
 def worker_count(settings: Settings) -> int:
     if settings.jobs.workers:
         return settings.jobs.workers
     gpus = ctranslate2.get_cuda_device_count() if settings.engine.device != "cpu" else 0
-    return max(1, gpus)
+    return gpus if gpus else CPU_WORKERS
 
 
 @dataclass
@@ -59,11 +65,9 @@ class Supervisor:
         self._thread: threading.Thread | None = None
 
     def _worker_settings(self) -> Settings:
-        threads = self.settings.jobs.worker_threads
-        if not threads and self.settings.engine.cpu_threads == 0:
-            threads = max(1, (multiprocessing.cpu_count() or 1) // len(self.slots))
+        threads = self.settings.jobs.worker_threads or self.settings.engine.cpu_threads
         engine = self.settings.engine.model_copy(
-            update={"cpu_threads": threads or self.settings.engine.cpu_threads}
+            update={"cpu_threads": threads or multiprocessing.cpu_count() or 1}
         )
         return self.settings.model_copy(update={"engine": engine})
 
