@@ -4,7 +4,6 @@
 set -euo pipefail
 need=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-command -v espeak-ng >/dev/null || need+=(espeak-ng)   # synthetic speech with known words in tests
 command -v make >/dev/null || need+=(make)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
