@@ -448,3 +448,17 @@ def test_long_filename_with_path_is_cut_to_a_plain_name(service: Service) -> Non
             if client.delete(f"/v1/jobs/{job['id']}").status_code == 404:
                 break
         assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
+
+
+def test_malformed_multipart_is_a_clear_400(service: Service) -> None:
+    body = b'--XYZ\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nabc'
+    body += b"\r\n--XYZ\x00\x01garbage-without-end"
+    with service.client("alice") as c:
+        r = c.post(
+            "/v1/audio/transcriptions",
+            content=body,
+            headers={"Content-Type": "multipart/form-data; boundary=XYZ"},
+        )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert not any(p.is_file() for p in (service.data_dir / "blobs").iterdir())

@@ -23,7 +23,9 @@ from hushscribe.errors import (
     status_for_code,
     type_for_status,
 )
+from hushscribe.jobs.blobs import BlobStore
 from hushscribe.jobs.queue import JobQueue, JobRecord
+from hushscribe.settings import Settings
 from hushscribe.transcript import MEDIA_TYPES, Transcript, render
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(get_owner)], tags=["openai"])
@@ -78,11 +80,11 @@ def failed_job_response(job: JobRecord) -> JSONResponse:
 
 
 async def _sync(
-    task: str, request: Request, owner: str, settings: Any, queue: JobQueue, blobs: Any
+    task: str, request: Request, owner: str, settings: Settings, queue: JobQueue, blobs: BlobStore
 ) -> Response:
     form = await accept_upload(request, settings, queue, blobs)
     fmt = response_format(form)
-    job, _ = enqueue(form, owner, task, settings, queue, blobs)
+    job = enqueue(form, owner, task, settings, queue, blobs)
     job = await wait_for_job(request, queue, job, settings.jobs.sync_timeout_s)
     if job.status != "done":
         return failed_job_response(job)

@@ -30,11 +30,8 @@ async def submit(
 ) -> JSONResponse:
     """Queue a transcription (form field ``task=translate`` for English translation)."""
     form = await accept_upload(request, settings, queue, blobs)
-    task = form.first("task") or "transcribe"
-    if task not in ("transcribe", "translate"):
-        blobs.delete(form.blob.path) if form.blob else None
-        raise InvalidOption("invalid option: task: choose transcribe or translate")
-    job, _ = enqueue(form, owner, task, settings, queue, blobs)
+    task = form.first("task") or "transcribe"  # checked with the other options by enqueue
+    job = enqueue(form, owner, task, settings, queue, blobs)
     return JSONResponse(job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 

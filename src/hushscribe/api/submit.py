@@ -107,7 +107,7 @@ async def accept_upload(
 
 def enqueue(
     form: Upload, owner: str, task: str, settings: Settings, queue: JobQueue, blobs: BlobStore
-) -> tuple[JobRecord, Upload]:
+) -> JobRecord:
     """Validate the form and queue its job; on any error the uploaded audio is deleted."""
     assert form.blob is not None
     try:
@@ -127,4 +127,4 @@ def enqueue(
     except BaseException:
         blobs.delete(form.blob.path)
         raise
-    return job, form
+    return job

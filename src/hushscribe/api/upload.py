@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from hushscribe.errors import InvalidRequest, TooLarge, UnsupportedBody
 from hushscribe.jobs.blobs import Blob, BlobStore, BlobWriter
@@ -124,12 +125,17 @@ async def read_upload(request: Request, blobs: BlobStore, max_bytes: int) -> Upl
         },
     )
     try:
-        async for chunk in request.stream():
-            parser.write(chunk)
-        parser.finalize()
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+            parser.finalize()
+        except FormParserError:
+            raise InvalidRequest("the multipart/form-data body is malformed") from None
+        except ClientDisconnect:
+            raise InvalidRequest("the client closed the connection during the upload") from None
         if writer_holder:
             upload.blob = writer_holder[0].commit()
-    except Exception:
+    except BaseException:  # cancellation too: a partial upload never stays on disk
         for w in writer_holder:
             w.abort()
         raise
