@@ -49,4 +49,5 @@ def save(name: str, payload: dict[str, Any], section: str) -> None:
         path = RESULTS / f"{part}.md"
         if path.is_file():
             parts.append(path.read_text())
+    parts.append((ROOT / "bench" / "tried.md").read_text())
     DOC.write_text("\n".join(parts))

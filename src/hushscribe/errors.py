@@ -160,6 +160,13 @@ class RequestTimeout(InvalidRequest):
     status = 408
 
 
+class ClientGone(InvalidRequest):
+    """The client hung up while its synchronous request waited (nginx's 499)."""
+
+    code = "client_closed_request"
+    status = 499
+
+
 class JobTimeout(HushscribeError):
     code = "job_timeout"
     status = 504

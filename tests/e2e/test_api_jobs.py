@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 import srt
 
 from tests.service import Service
@@ -62,7 +63,8 @@ def test_owners_see_only_their_jobs(service: Service) -> None:
         assert bob.get(f"/v1/jobs/{job['id']}/result").json()["error"]["code"] == "job_not_found"
         assert bob.delete(f"/v1/jobs/{job['id']}").status_code == 404
         assert job["id"] not in {j["id"] for j in bob.get("/v1/jobs").json()["data"]}
-        wait(alice, job["id"])
+        done, _ = wait(alice, job["id"])
+        assert done["audio_seconds"] == pytest.approx(2.925, abs=0.05)
         assert job["id"] in {j["id"] for j in alice.get("/v1/jobs").json()["data"]}
 
 
@@ -117,3 +119,22 @@ def test_queued_jobs_share_a_batch(service: Service) -> None:
     for body, words in zip(results, expected, strict=True):
         assert words in normalise(body["text"], "en"), body["text"]
     assert max(body["options"].get("batch_jobs", 1) for body in results) >= 2
+
+
+def test_a_client_that_hangs_up_cancels_its_job(service: Service) -> None:
+    path = clip("aeneas_de.mp3").path
+    with service.client("bob", timeout=2.0) as c, path.open("rb") as fh:
+        try:
+            c.post("/v1/audio/transcriptions", files={"file": (path.name, fh)})
+            raise AssertionError("a 68 s file cannot be done in 2 s")
+        except httpx.ReadTimeout:
+            pass  # the client gives up and closes the connection
+    with service.client("bob") as c:
+        deadline = time.monotonic() + 15
+        while True:
+            newest = c.get("/v1/jobs", params={"limit": 1}).json()["data"][0]
+            if newest["status"] == "cancelled" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert newest["filename"] == "aeneas_de.mp3"
+    assert newest["status"] == "cancelled", newest

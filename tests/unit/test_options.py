@@ -40,3 +40,10 @@ def test_windows_spread_over_the_file() -> None:
     starts = window_starts(60 * minute, 5)
     assert len(starts) == 5 and starts[0] == 0 and starts[-1] == 60 * minute - 30 * SAMPLE_RATE
     assert window_starts(45 * SAMPLE_RATE, 5) == [0, 15 * SAMPLE_RATE]
+
+
+def test_one_language_window_per_five_minutes_of_speech() -> None:
+    from hushscribe.engine.transcriber import language_windows
+
+    assert [language_windows(s, 5) for s in (3, 60, 299, 301, 900, 3600)] == [1, 1, 1, 2, 3, 5]
+    assert language_windows(3600, 2) == 2

@@ -18,6 +18,7 @@ from hushscribe.api.deps import BlobsDep, Owner, QueueDep, SettingsDep, get_owne
 from hushscribe.api.submit import OPENAI_ALIASES, accept_upload, enqueue, response_format
 from hushscribe.engine.store import ModelInfo, ModelStore
 from hushscribe.errors import (
+    ClientGone,
     JobTimeout,
     error_body,
     status_for_code,
@@ -30,14 +31,15 @@ from hushscribe.transcript import MEDIA_TYPES, Transcript, render
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(get_owner)], tags=["openai"])
 
-POLL_START_S = 0.02
-POLL_MAX_S = 0.1
+POLL_START_S = 0.01
+POLL_MAX_S = 0.05
 
 
 async def wait_for_job(
-    request: Request, queue: JobQueue, job: JobRecord, timeout_s: float
+    request: Request, queue: JobQueue, job: JobRecord, timeout_s: float, purge: BlobStore | None
 ) -> JobRecord:
-    """Poll until the job ends; cancel it if the client disconnects."""
+    """Poll until the job ends; cancel it (and delete its audio with ``purge``) if the client
+    disconnects."""
     deadline = time.monotonic() + timeout_s
     delay = POLL_START_S
     current: JobRecord | None = job
@@ -49,10 +51,12 @@ async def wait_for_job(
             )
         if await request.is_disconnected():
             queue.cancel(job.id, job.owner, ttl_s=60.0)  # nobody will read it
-            raise asyncio.CancelledError
+            if purge is not None:
+                purge.delete(job.blob_path)
+            raise ClientGone(f"the client closed the connection; job {job.id} was cancelled")
         await asyncio.sleep(delay)
         delay = min(POLL_MAX_S, delay * 1.5)
-        current = queue.get(job.id, job.owner)
+        current = await asyncio.to_thread(queue.get, job.id, job.owner)
     if current is None:
         raise JobTimeout(f"job {job.id} disappeared while it ran")
     return current
@@ -85,7 +89,8 @@ async def _sync(
     form = await accept_upload(request, settings, queue, blobs)
     fmt = response_format(form)
     job = enqueue(form, owner, task, settings, queue, blobs)
-    job = await wait_for_job(request, queue, job, settings.jobs.sync_timeout_s)
+    purge = None if settings.jobs.keep_audio else blobs
+    job = await wait_for_job(request, queue, job, settings.jobs.sync_timeout_s, purge)
     if job.status != "done":
         return failed_job_response(job)
     result = queue.result(job.id, owner)

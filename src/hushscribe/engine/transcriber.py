@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -95,6 +96,16 @@ class Prepared:
         }
 
 
+SPEECH_PER_WINDOW_S = 300
+"""One language-detection window per 5 minutes of speech: each costs an encoder pass, which is
+about 1/10 of what 5 minutes take to transcribe, so extra windows stay under ~2 % of the work
+while a long meeting that opens in another language is still read right."""
+
+
+def language_windows(speech_s: float, most: int) -> int:
+    return max(1, min(most, math.ceil(speech_s / SPEECH_PER_WINDOW_S)))
+
+
 def check_model_fits(model: LoadedModel, opts: TranscribeOptions) -> None:
     if opts.task == "translate" and not model.info.multilingual:
         raise InvalidOption(
@@ -127,7 +138,8 @@ def prepare(
     speech = speech_only(audio, chunks) if chunks is not None else audio
     if opts.language is None:
         sample = speech if len(speech) else audio
-        language, probability, _ = detect_language(model, sample, settings.language_windows)
+        windows = language_windows(len(sample) / SAMPLE_RATE, settings.language_windows)
+        language, probability, _ = detect_language(model, sample, windows)
     else:
         language, probability = opts.language, 1.0
     return Prepared(opts, audio, duration, use_batched, vad, chunks, speech, language, probability)

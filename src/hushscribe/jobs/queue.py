@@ -228,7 +228,12 @@ class JobQueue:
         return done.rowcount == 1
 
     def complete(
-        self, job_id: str, worker_id: str, transcript_json: str, result_ttl_s: float | None
+        self,
+        job_id: str,
+        worker_id: str,
+        transcript_json: str,
+        result_ttl_s: float | None,
+        audio_seconds: float | None = None,
     ) -> bool:
         """Store the result and mark the job done, in one transaction.
 
@@ -244,6 +249,8 @@ class JobQueue:
             "error_message": None,
             "result_expires_at": None if result_ttl_s is None else now + result_ttl_s,
         }
+        if audio_seconds is not None:
+            values["audio_seconds"] = audio_seconds
         row = {"job_id": job_id, "transcript": transcript_json, "created_at": now}
         try:
             with self._write() as conn:

@@ -85,7 +85,9 @@ class Worker:
         self.registry.heartbeat(self.worker_id, self.manager.loaded())
         while not self.stopping.is_set():
             claimed = self.queue.claim(self.worker_id, jobs.lease_s, limit=1)
-            if claimed and jobs.batch_jobs > 1:  # more jobs for the same model share the decode
+            # More queued jobs for the same model share the decode (a read first: no write lock
+            # is taken when nothing else waits).
+            if claimed and jobs.batch_jobs > 1 and self.queue.queue_depth() > 0:
                 claimed += self.queue.claim(
                     self.worker_id, jobs.lease_s, models=[claimed[0].model],
                     limit=jobs.batch_jobs - 1,
@@ -137,6 +139,9 @@ class Worker:
             transcript_json = self._run(job, lease, decoded)
         except Cancelled:
             log.info("job %s cancelled or lease lost; dropping its work", job.id)
+            current = self.queue.get(job.id, None)
+            if current is not None and current.status == "cancelled":
+                self._purge_audio(job)
             return
         except HushscribeError as exc:
             self._finish_failed(job, exc.code, exc.message, retry=False)
@@ -148,15 +153,15 @@ class Worker:
         finally:
             lease.stop()
         if self.queue.complete(
-            job.id, self.worker_id, transcript_json, self.settings.jobs.result_ttl_s
-        ):
+            job.id, self.worker_id, transcript_json, self.settings.jobs.result_ttl_s,
+            audio_seconds=lease.audio_seconds,
+        ):  # fmt: skip
             self._purge_audio(job)
             self.stats.job_done(lease.audio_seconds or 0.0, time.perf_counter() - started)
 
     def _run(self, job: JobRecord, lease: _Lease, decoded: DecodedAudio | None) -> str:
         decoded = decoded or audio.decode(Path(job.blob_path), self.settings.audio)
-        lease.audio_seconds = decoded.duration_s
-        lease.beat()
+        lease.audio_seconds = decoded.duration_s  # reported with the next heartbeat
         options = TranscribeOptions.model_validate(job.options)
 
         def progress(done: float, total: float) -> None:
@@ -227,8 +232,9 @@ class Worker:
             if isinstance(result, HushscribeError):
                 self._finish_failed(job, result.code, result.message, retry=False)
             elif not leases[job.id].lost.is_set() and self.queue.complete(
-                job.id, self.worker_id, result.model_dump_json(), self.settings.jobs.result_ttl_s
-            ):
+                job.id, self.worker_id, result.model_dump_json(), self.settings.jobs.result_ttl_s,
+                audio_seconds=decoded.duration_s,
+            ):  # fmt: skip
                 self._purge_audio(job)
                 self.stats.job_done(decoded.duration_s, elapsed)
 
