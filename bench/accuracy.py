@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from faster_whisper import WhisperModel
 from tests.service import Service, service_data_dir
 from tests.speech import CHAR_LANGUAGES, clips, error_rate
 
-from bench.common import ROOT, machine, save
-from bench.service import OPTIONS, THREADS, write_wav
+from bench.common import ROOT, machine, plain_model, save
+from bench.service import OPTIONS, write_wav
 from hushscribe.engine.store import ModelStore
 from hushscribe.languages import normalise_language
 
@@ -27,12 +26,11 @@ from hushscribe.languages import normalise_language
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="base")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".data")
     args = parser.parse_args()
     models = (args.data_dir / "models").resolve()
-    fw = WhisperModel(
-        str(models / args.model), device="cpu", compute_type="int8", cpu_threads=THREADS
-    )
+    fw = plain_model(models / args.model, args.device)
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -41,7 +39,11 @@ def main() -> None:
         write_wav(noise, (rng.standard_normal(60 * 16000) * 0.05).astype(np.float32))
         svc = Service(
             service_data_dir(tmp / "svc", models),
-            env={"HUSHSCRIBE_ENGINE__DEFAULT_MODEL": args.model, "HUSHSCRIBE_JOBS__WORKERS": "0"},
+            env={
+                "HUSHSCRIBE_ENGINE__DEFAULT_MODEL": args.model,
+                "HUSHSCRIBE_JOBS__WORKERS": "0",
+                "HUSHSCRIBE_ENGINE__DEVICE": args.device,
+            },
         )
         svc.start(timeout=300)
         try:

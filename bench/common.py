@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,32 @@ INTRO = """# Benchmarks
 Measured, never typed in: each section is written by the script named in it, from the JSON it
 leaves in `bench/results/`. Re-run a section with its command; `make bench` runs them all.
 """
+
+
+THREADS = os.cpu_count() or 1
+"""Plain faster-whisper gets every core, as the service's workers do."""
+
+
+def plain_model(path: Path, device: str = "cpu") -> Any:
+    """The baseline: faster-whisper as its README shows it, same model directory as ours."""
+    from faster_whisper import WhisperModel
+
+    compute = "float16" if device == "cuda" else "int8"
+    return WhisperModel(str(path), device=device, compute_type=compute, cpu_threads=THREADS)
+
+
+def gpu_name() -> str | None:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().replace("\n", "; ") or None
 
 
 def machine() -> dict[str, Any]:
@@ -35,7 +62,7 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gib": round(mem, 1),
         "python": platform.python_version(),
-        "gpu": None,
+        "gpu": gpu_name(),
     }
 
 

@@ -18,10 +18,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from faster_whisper import WhisperModel
 from tests.speech import CHAR_LANGUAGES, Clip, clips, error_rate
 
-from bench.common import machine, save
+from bench.common import THREADS, machine, plain_model, save
 from hushscribe import audio
 from hushscribe.engine import ModelManager, make_options, transcribe
 from hushscribe.settings import load_settings
@@ -35,18 +34,18 @@ def run_hushscribe(manager: ModelManager, name: str, clip: Clip, options: dict[s
     return t.text, t.language
 
 
-def run_plain(model: WhisperModel, clip: Clip, options: dict[str, Any]) -> Any:
+def run_plain(model: Any, clip: Clip, options: dict[str, Any]) -> Any:
     segments, info = model.transcribe(
         str(clip.path), beam_size=5, vad_filter=options["vad"], language=options.get("language")
     )
     return "".join(s.text for s in segments), info.language
 
 
-def bench_model(name: str, manager: ModelManager, reps: int, threads: int) -> dict[str, Any]:
+def bench_model(name: str, manager: ModelManager, reps: int, device: str) -> dict[str, Any]:
     info = manager.store.info(name)
     with manager.use(name):
         pass  # load once before timing, like a server would
-    plain = WhisperModel(str(info.path), device="cpu", compute_type="int8", cpu_threads=threads)
+    plain = plain_model(info.path, device)
     chosen = [c for c in clips() if info.multilingual or c.language == "en"]
     options = {"vad": True, "beam_size": 5}
     times: dict[str, list[float]] = {"hushscribe": [], "plain": []}
@@ -92,8 +91,8 @@ def markdown(results: list[dict[str, Any]], command: str, host: dict[str, Any]) 
         "## Engine: hushscribe vs plain faster-whisper (in-process, file → text)",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB, no GPU.  ",
-        "Both systems: same model directory, int8 on CPU, beam 5, Silero VAD on, temperature "
+        f"Machine: {host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB, GPU: {host['gpu'] or 'none'}.  ",
+        "Both systems: same model directory, int8 on CPU (float16 on CUDA), beam 5, Silero VAD on, temperature "
         "fallback, decoding included; alternating order; medians.",
         "",
         "| model | clips | audio s | hushscribe x real time | plain x real time | ratio | "
@@ -122,17 +121,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["base", "tiny.en"])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args()
-    overrides: dict[str, Any] = {"engine": {"cpu_threads": args.threads}}
+    overrides: dict[str, Any] = {"engine": {"cpu_threads": THREADS, "device": args.device}}
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
     settings = load_settings(None, **overrides)
     manager = ModelManager(settings)
-    results = [bench_model(m, manager, args.reps, args.threads) for m in args.models]
+    results = [bench_model(m, manager, args.reps, args.device) for m in args.models]
     host = machine()
-    command = "python -m bench.engine --models " + " ".join(args.models) + f" --reps {args.reps}"
+    command = (
+        f"python -m bench.engine --device {args.device} --models "
+        + " ".join(args.models)
+        + f" --reps {args.reps}"
+    )
     section = markdown(results, command, host)
     save("engine", {"machine": host, "command": command, "results": results}, section)
     print(section)

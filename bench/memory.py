@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".data")
     args = parser.parse_args()
     path = clip(CLIP).path
@@ -53,6 +54,7 @@ def main() -> None:
                 "HUSHSCRIBE_ENGINE__DEFAULT_MODEL": args.model,
                 "HUSHSCRIBE_JOBS__WORKERS": "0",
                 "HUSHSCRIBE_JOBS__LEASE_S": "30",
+                "HUSHSCRIBE_ENGINE__DEVICE": args.device,
             },
         )
         started = time.perf_counter()

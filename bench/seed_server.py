@@ -3,7 +3,7 @@
 One global faster-whisper model, one request at a time (a lock), no queue, no batching, no limits:
 the upload is saved to a temporary file and transcribed. Same model, same options as hushscribe.
 
-    python -m bench.seed_server MODEL_DIR PORT
+    python -m bench.seed_server MODEL_DIR PORT [cpu|cuda]
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, UploadFile
-from faster_whisper import WhisperModel
+
+from bench.common import plain_model
 
 
-def make_app(model_dir: str, threads: int = 0) -> FastAPI:
-    model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+def make_app(model_dir: str, device: str = "cpu") -> FastAPI:
+    model = plain_model(Path(model_dir), device)
     lock = threading.Lock()
     app = FastAPI()
 
@@ -40,4 +41,5 @@ def make_app(model_dir: str, threads: int = 0) -> FastAPI:
 
 
 if __name__ == "__main__":
-    uvicorn.run(make_app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+    app = make_app(sys.argv[1], sys.argv[3] if len(sys.argv) > 3 else "cpu")
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")

@@ -29,11 +29,10 @@ from tests.service import Service, free_port, service_data_dir
 from tests.speech import clip, clips
 
 from bench.clients import load, post_transcription
-from bench.common import ROOT, machine, save
+from bench.common import ROOT, THREADS, machine, plain_model, save
 from hushscribe import audio
 from hushscribe.settings import AudioLimits
 
-THREADS = 2
 OPTIONS = {"beam_size": 5, "vad_filter": True}
 
 
@@ -115,11 +114,11 @@ def sequential(run: Any, files: list[tuple[Path, float]], seconds: float) -> dic
 
 
 def seed_load(
-    model_dir: Path, files: list[tuple[Path, float]], clients: int, seconds: float
+    model_dir: Path, files: list[tuple[Path, float]], clients: int, seconds: float, device: str
 ) -> dict[str, Any]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.seed_server", str(model_dir), str(port)], cwd=ROOT
+        [sys.executable, "-m", "bench.seed_server", str(model_dir), str(port), device], cwd=ROOT
     )
     try:
         deadline = time.monotonic() + 60
@@ -147,6 +146,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--workers", type=int, default=0, help="0: the service's default")
     parser.add_argument("--threads", type=int, default=0, help="per worker; 0: the default")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".data")
     args = parser.parse_args()
     models_dir = (args.data_dir / "models").resolve()
@@ -166,6 +166,7 @@ def main() -> None:
                 "HUSHSCRIBE_JOBS__WORKER_THREADS": str(args.threads),
                 "HUSHSCRIBE_JOBS__WORKERS": str(args.workers),
                 "HUSHSCRIBE_JOBS__LEASE_S": "30",
+                "HUSHSCRIBE_ENGINE__DEVICE": args.device,
             },
         )
         started = time.perf_counter()
@@ -174,18 +175,14 @@ def main() -> None:
         try:
             single: list[dict[str, Any]] = []
             for model in args.models:
-                fw = WhisperModel(
-                    str(models_dir / model), device="cpu", compute_type="int8", cpu_threads=THREADS
-                )
+                fw = plain_model(models_dir / model, args.device)
                 for label, (path, dur) in lengths.items():
                     row = single_stream(svc, fw, model, path, args.reps)
                     single.append(
                         {"model": model, "length": label, "audio_seconds": round(dur, 1), **row}
                     )
                     print(single[-1], flush=True)
-            fw = WhisperModel(
-                str(models_dir / default), device="cpu", compute_type="int8", cpu_threads=THREADS
-            )
+            fw = plain_model(models_dir / default, args.device)
             plain = sequential(lambda p: fw.transcribe(p, **OPTIONS), files, args.seconds)
             batched = BatchedInferencePipeline(fw)
             plain_batched = sequential(
@@ -196,12 +193,14 @@ def main() -> None:
             ]
         finally:
             svc.stop()
-        seed = seed_load(models_dir / default, files, 8, args.seconds)
+        seed = seed_load(models_dir / default, files, 8, args.seconds, args.device)
     for row in [*loads, seed]:
         row["vs_plain_sequential"] = round(row["audio_per_second"] / plain["audio_per_second"], 3)
     host = machine()
     command = (
-        "python -m bench.service --models " + " ".join(args.models) + f" --reps {args.reps} "
+        f"python -m bench.service --device {args.device} --models "
+        + " ".join(args.models)
+        + f" --reps {args.reps} "
         "--clients " + " ".join(map(str, args.clients)) + f" --seconds {args.seconds:g}"
     )
     payload = {

@@ -163,11 +163,12 @@ class JobSettings(BaseModel):
         300.0, gt=0, description="How often expired jobs, results and audio are purged."
     )
     poll_interval_s: float = Field(
-        0.02,
+        0.5,
         gt=0,
         le=10,
-        description="How often an idle worker looks for work (an indexed query; 50 a second "
-        "cost nothing measurable and take 50 ms off a short request's wait).",
+        description="How often an idle worker looks for work when nothing wakes it (workers "
+        "started by `serve` are woken as soon as a job is queued; this is the fallback, and what "
+        "workers on other nodes use).",
     )
 
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from hushscribe import __version__
 from hushscribe.api import errors, routes_audio, routes_jobs, routes_ops
 from hushscribe.api.metrics import Metrics, MetricsMiddleware
+from hushscribe.api.waiters import Waiters
 from hushscribe.jobs.blobs import BlobStore
 from hushscribe.jobs.queue import JobQueue, make_engine
 from hushscribe.jobs.registry import WorkerRegistry
@@ -37,6 +38,10 @@ async def _purge_loop(app: FastAPI, settings: Settings) -> None:
         await asyncio.sleep(settings.jobs.purge_interval_s)
 
 
+def _nothing() -> None:
+    """No local workers to wake (they run elsewhere and poll)."""
+
+
 def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
     """The API for ``settings``. With ``start_workers`` its lifespan also runs the worker pool."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -49,12 +54,15 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
         if start_workers:
             supervisor = Supervisor(settings, on_restart=metrics.worker_restarts.inc)
             supervisor.start()
+            app.state.notify_work = supervisor.signals.work.set
+            app.state.waiters.relay(supervisor.signals.done)
         app.state.supervisor = supervisor
         purge = asyncio.create_task(_purge_loop(app, settings))
         try:
             yield
         finally:
             purge.cancel()
+            app.state.waiters.stop()
             if supervisor is not None:
                 await asyncio.to_thread(supervisor.stop)
             engine.dispose()
@@ -73,6 +81,8 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
     app.state.registry = WorkerRegistry(engine)
     app.state.stats = Stats(engine)
     app.state.metrics = metrics
+    app.state.waiters = Waiters()
+    app.state.notify_work = _nothing  # replaced by the workers' wake-up when they run here
     metrics.watch_jobs(app.state.queue, app.state.stats)
     errors.install(app)
     app.include_router(routes_ops.router)

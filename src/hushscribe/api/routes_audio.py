@@ -8,6 +8,7 @@ longer than ``jobs.sync_timeout_s`` answers 504 with the job id to poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from hushscribe.api.deps import BlobsDep, Owner, QueueDep, SettingsDep, get_owner
 from hushscribe.api.submit import OPENAI_ALIASES, accept_upload, enqueue, response_format
+from hushscribe.api.waiters import Waiters
 from hushscribe.engine.store import ModelInfo, ModelStore
 from hushscribe.errors import (
     ClientGone,
@@ -31,8 +33,8 @@ from hushscribe.transcript import MEDIA_TYPES, Transcript, render
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(get_owner)], tags=["openai"])
 
-POLL_START_S = 0.01
-POLL_MAX_S = 0.05
+FALLBACK_POLL_S = 0.25
+"""Without a wake-up (workers on another machine) a waiting request looks at its job this often."""
 
 
 async def wait_for_job(
@@ -41,7 +43,20 @@ async def wait_for_job(
     """Poll until the job ends; cancel it (and delete its audio with ``purge``) if the client
     disconnects."""
     deadline = time.monotonic() + timeout_s
-    delay = POLL_START_S
+    waiters: Waiters = request.app.state.waiters
+    with waiters.watch(job.id) as ended:
+        return await _wait(request, queue, job, deadline, timeout_s, purge, ended)
+
+
+async def _wait(
+    request: Request,
+    queue: JobQueue,
+    job: JobRecord,
+    deadline: float,
+    timeout_s: float,
+    purge: BlobStore | None,
+    ended: asyncio.Event,
+) -> JobRecord:
     current: JobRecord | None = job
     while current is not None and not current.terminal:
         if time.monotonic() > deadline:
@@ -54,8 +69,11 @@ async def wait_for_job(
             if purge is not None:
                 purge.delete(job.blob_path)
             raise ClientGone(f"the client closed the connection; job {job.id} was cancelled")
-        await asyncio.sleep(delay)
-        delay = min(POLL_MAX_S, delay * 1.5)
+        # A worker on this machine says when the job ends; the poll covers workers elsewhere
+        # and the disconnect check.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), FALLBACK_POLL_S)
+        ended.clear()
         current = await asyncio.to_thread(queue.get, job.id, job.owner)
     if current is None:
         raise JobTimeout(f"job {job.id} disappeared while it ran")
@@ -89,6 +107,7 @@ async def _sync(
     form = await accept_upload(request, settings, queue, blobs)
     fmt = response_format(form)
     job = enqueue(form, owner, task, settings, queue, blobs)
+    request.app.state.notify_work()
     purge = None if settings.jobs.keep_audio else blobs
     job = await wait_for_job(request, queue, job, settings.jobs.sync_timeout_s, purge)
     if job.status != "done":

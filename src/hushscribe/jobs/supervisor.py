@@ -13,6 +13,7 @@ from multiprocessing.process import BaseProcess
 
 import ctranslate2
 
+from hushscribe.jobs.signals import Signals
 from hushscribe.jobs.worker import worker_main
 from hushscribe.settings import Settings
 
@@ -61,6 +62,7 @@ class Supervisor:
         self.on_restart = on_restart
         self.slots = [_Slot(i) for i in range(worker_count(settings))]
         self._ctx = multiprocessing.get_context("spawn")  # no forked copies of threads or sockets
+        self.signals = Signals.create(self._ctx)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -75,7 +77,7 @@ class Supervisor:
         slot.worker_id = f"w{slot.index}-{secrets.token_hex(4)}"
         proc = self._ctx.Process(
             target=worker_main,
-            args=(self._worker_settings(), slot.worker_id),
+            args=(self._worker_settings(), slot.worker_id, self.signals),
             name=f"hushscribe-worker-{slot.index}",
             daemon=False,
         )

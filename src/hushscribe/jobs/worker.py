@@ -22,6 +22,7 @@ from hushscribe.engine.batch import Item, transcribe_many
 from hushscribe.errors import HushscribeError
 from hushscribe.jobs.queue import JobQueue, JobRecord, make_engine
 from hushscribe.jobs.registry import WorkerRegistry
+from hushscribe.jobs.signals import Signals
 from hushscribe.jobs.stats import Stats
 from hushscribe.settings import Settings
 
@@ -66,9 +67,10 @@ class _Lease(threading.Thread):
 
 
 class Worker:
-    def __init__(self, settings: Settings, worker_id: str) -> None:
+    def __init__(self, settings: Settings, worker_id: str, signals: Signals | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id
+        self.signals = signals
         self.queue = JobQueue(make_engine(settings.db_url), ended_ttl_s=settings.jobs.result_ttl_s)
         self.registry = WorkerRegistry(self.queue.engine)
         self.stats = Stats(self.queue.engine)
@@ -98,7 +100,10 @@ class Worker:
                 self.process_batch(claimed)
             if not claimed:
                 self.manager.unload_idle()
-                self.stopping.wait(jobs.poll_interval_s)
+                if self.signals is not None:
+                    self.signals.wait_for_work(jobs.poll_interval_s)
+                else:
+                    self.stopping.wait(jobs.poll_interval_s)
         self.queue.requeue_worker(self.worker_id)
         self.registry.unregister(self.worker_id)
 
@@ -158,6 +163,7 @@ class Worker:
         ):  # fmt: skip
             self._purge_audio(job)
             self.stats.job_done(lease.audio_seconds or 0.0, time.perf_counter() - started)
+        self._ended(job)
 
     def _run(self, job: JobRecord, lease: _Lease, decoded: DecodedAudio | None) -> str:
         decoded = decoded or audio.decode(Path(job.blob_path), self.settings.audio)
@@ -237,6 +243,11 @@ class Worker:
             ):  # fmt: skip
                 self._purge_audio(job)
                 self.stats.job_done(decoded.duration_s, elapsed)
+            self._ended(job)
+
+    def _ended(self, job: JobRecord) -> None:
+        if self.signals is not None:
+            self.signals.job_ended(job.id)
 
     def _finish_failed(self, job: JobRecord, code: str, message: str, retry: bool) -> None:
         final = self.queue.fail(
@@ -249,17 +260,18 @@ class Worker:
         )
         if final:
             self._purge_audio(job)
+        self._ended(job)  # ended for good, or back in the queue: either way a waiter looks again
 
     def _purge_audio(self, job: JobRecord) -> None:
         if not self.settings.jobs.keep_audio:
             Path(job.blob_path).unlink(missing_ok=True)
 
 
-def worker_main(settings: Settings, worker_id: str) -> None:
+def worker_main(settings: Settings, worker_id: str, signals: Signals | None = None) -> None:
     """Entry point of a worker process (spawned by the supervisor)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one line per job is enough
-    worker = Worker(settings, worker_id)
+    worker = Worker(settings, worker_id, signals)
 
     def _stop(signum: int, _frame: Any) -> None:
         worker.stopping.set()
