@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -136,8 +137,6 @@ async def translations(
 
 
 def model_view(info: ModelInfo, model_id: str | None = None) -> dict[str, Any]:
-    from datetime import datetime
-
     created = int(datetime.fromisoformat(info.installed_at).timestamp())
     return {
         "id": model_id or info.name,

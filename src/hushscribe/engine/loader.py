@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import ctranslate2
 from faster_whisper import BatchedInferencePipeline, WhisperModel
@@ -40,14 +39,6 @@ class LoadedModel:
         if self._batched is None:
             self._batched = BatchedInferencePipeline(self.whisper)
         return self._batched
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.info.name,
-            "device": self.device,
-            "compute_type": self.compute_type,
-            "load_seconds": round(self.load_seconds, 3),
-        }
 
 
 def load_model(store: ModelStore, name: str, settings: EngineSettings) -> LoadedModel:

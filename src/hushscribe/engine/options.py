@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hushscribe.errors import InvalidOption
-from hushscribe.languages import LANGUAGES, normalise_language
+from hushscribe.languages import normalise_language
 from hushscribe.settings import EngineSettings, ZhScript
 
 MAX_PROMPT_CHARS = 1000
@@ -76,8 +76,6 @@ class TranscribeOptions(BaseModel):
 
 def make_options(**values: Any) -> TranscribeOptions:
     """Build options from untrusted values, raising :class:`InvalidOption` with a readable text."""
-    from pydantic import ValidationError
-
     try:
         return TranscribeOptions(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
@@ -86,6 +84,3 @@ def make_options(**values: Any) -> TranscribeOptions:
             for e in exc.errors()
         )
         raise InvalidOption(f"invalid option: {problems}") from None
-
-
-__all__ = ["LANGUAGES", "TranscribeOptions", "VadParameters", "make_options"]
