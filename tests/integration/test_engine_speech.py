@@ -183,7 +183,9 @@ def test_jobs_batched_together_keep_their_own_words(
     items = [Item(d.samples, make_options()) for d in decoded]
     items.append(Item(np.zeros(5 * audio.SAMPLE_RATE, np.float32), make_options()))
     with manager.use("base") as loaded:
+        passes = loaded.whisper.encoder_passes
         out = transcribe_many(loaded, items, settings.engine)
+        passes = loaded.whisper.encoder_passes - passes
     jfk, ldc, fr, wizard, zh, silent = out
     assert all(isinstance(t, Transcript) for t in out)
     assert JFK in normalise(jfk.text, "en") and "greasy" not in normalise(jfk.text, "en")
@@ -192,6 +194,9 @@ def test_jobs_batched_together_keep_their_own_words(
     assert "wizard" in normalise(wizard.text, "en")
     assert zh.language == "zh" and "广州" in zh.text
     assert silent.segments == []
-    assert jfk.options["batch_jobs"] == 3  # the three English clips shared one decode
+    # Five languages, none given, in one decode: each detected from the encoding the decoder used
+    # (one pass); the silent item has nothing to decode and one pass to name its language.
+    assert jfk.options["batch_jobs"] == 5 and zh.options["batch_jobs"] == 5
+    assert passes == 2
     for t, d in zip(out[:5], decoded, strict=True):
         assert t.segments and t.segments[0].start >= 0 and t.segments[-1].end <= d.duration_s

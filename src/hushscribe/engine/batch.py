@@ -6,9 +6,13 @@ as clips, each clip inside one job's audio (at most 30 s, cut at VAD boundaries)
 different jobs are encoded and decoded together. A clip never spans two jobs, so no segment can mix
 two people's words; segments are handed back to their job by time and shifted to its own clock.
 
-Jobs share a batch only when everything that shapes decoding agrees (language, task, beam size,
-prompt, hotwords…). The batched pipeline decodes each window once at the first temperature (no
-fallback) and without the previous window's text, so it is used for short files only.
+Jobs share a batch only when everything that shapes decoding agrees (task, beam size, prompt,
+hotwords…). The language need not: each clip is decoded in its job's own language, and a job
+whose language is unknown has it detected from the encoding its decode needs anyway (see
+``pipeline.py``). Jobs that ask for word timestamps are detected first and grouped by language,
+because words are split differently in Chinese, Japanese or Thai. The batched pipeline decodes
+each window once at the first temperature (no fallback) and without the previous window's text,
+so it is used for short files only.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from hushscribe.audio import SAMPLE_RATE, Samples
+from hushscribe.engine.language import detect_language
 from hushscribe.engine.loader import LoadedModel
 from hushscribe.engine.options import TranscribeOptions
+from hushscribe.engine.pipeline import JobsPipeline
 from hushscribe.engine.transcriber import BATCH_CHUNK_S, Prepared, build_transcript, prepare
 from hushscribe.errors import HushscribeError
 from hushscribe.settings import EngineSettings
@@ -53,23 +59,38 @@ def clips_of(p: Prepared) -> list[tuple[int, int]]:
 
 
 def _group_key(p: Prepared) -> str:
-    return json.dumps([p.decode_kwargs(), p.opts.batch_size], sort_keys=True)
+    shared = p.decode_kwargs()
+    if not p.opts.word_timestamps:
+        del shared["language"]  # set per clip by JobsPipeline
+    return json.dumps([shared, p.opts.batch_size], sort_keys=True)
 
 
 def transcribe_many(
     model: LoadedModel, items: Sequence[Item], settings: EngineSettings
 ) -> list[Transcript | HushscribeError]:
     """Transcribe ``items`` together; one result (or the error of that item) per item."""
+    try:
+        return _transcribe_many(model, items, settings)
+    finally:
+        model.whisper.forget()
+
+
+def _transcribe_many(
+    model: LoadedModel, items: Sequence[Item], settings: EngineSettings
+) -> list[Transcript | HushscribeError]:
     out: list[Transcript | HushscribeError | None] = [None] * len(items)
     groups: dict[str, list[tuple[int, Prepared]]] = {}
     for i, item in enumerate(items):
         try:
-            p = prepare(model, item.audio, item.options, settings, batched=True)
+            detect = bool(item.options.word_timestamps)
+            p = prepare(model, item.audio, item.options, settings, batched=True, detect=detect)
         except HushscribeError as exc:
             out[i] = exc
             continue
-        if p.chunks is not None and not p.chunks:
-            out[i] = build_transcript(model, p, [])  # no speech: nothing to decode
+        if p.chunks is not None and not p.chunks:  # no speech: nothing to decode
+            if p.language is None:  # as in transcribe(): the language of what is there
+                p.language, p.probability, _ = detect_language(model, p.audio, 1)
+            out[i] = build_transcript(model, p, [])
             continue
         groups.setdefault(_group_key(p), []).append((i, p))
     for members in groups.values():
@@ -85,29 +106,40 @@ def _decode_group(
 ) -> list[tuple[int, Transcript]]:
     offsets: list[int] = []
     clip_times: list[dict[str, float]] = []
+    clip_jobs: list[int] = []
     position = 0
-    for _, p in members:
+    for k, (_, p) in enumerate(members):
         offsets.append(position)
         for start, end in clips_of(p):
             clip_times.append(
                 {"start": (position + start) / SAMPLE_RATE, "end": (position + end) / SAMPLE_RATE}
             )
+            clip_jobs.append(k)
         position += len(p.audio)
     joined = np.concatenate([p.audio for _, p in members]).astype(np.float32, copy=False)
     first = members[0][1]
-    segments, _ = model.batched.transcribe(
+    pipeline = JobsPipeline(model.whisper, clip_jobs, [p.language for _, p in members])
+    kwargs = first.decode_kwargs()
+    # The tokenizer needs some language; JobsPipeline puts each job's own into its clips' prompts.
+    kwargs["language"] = next((p.language for _, p in members if p.language), "en")
+    segments, _ = pipeline.transcribe(
         joined,
         clip_timestamps=clip_times,
         batch_size=first.opts.batch_size,
         without_timestamps=False,
         vad_filter=False,
-        **first.decode_kwargs(),
+        **kwargs,
     )
     starts_s = [o / SAMPLE_RATE for o in offsets]
     per_job: list[list[object]] = [[] for _ in members]
     for seg in segments:
         owner = bisect.bisect_right(starts_s, (seg.start + seg.end) / 2) - 1
         per_job[max(0, owner)].append(seg)
+    for k, (_, p) in enumerate(members):
+        if p.language is None and pipeline.languages[k] is not None:
+            p.language, p.probability = pipeline.languages[k], pipeline.probabilities[k]
+        elif p.language is None:  # no clip to listen to (empty audio): detect as usual
+            p.language, p.probability, _ = detect_language(model, p.audio, 1)
     extra = {"batch_jobs": len(members)}
     return [
         (i, build_transcript(model, p, per_job[k], offset=starts_s[k], extra=extra))

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+from faster_whisper import WhisperModel
+from faster_whisper.audio import pad_or_trim
 from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
 
 from hushscribe.audio import SAMPLE_RATE, Samples
@@ -41,18 +43,44 @@ def speech_only(audio: Samples, chunks: list[dict[str, int]]) -> Samples:
     return np.concatenate(pieces) if pieces else audio[:0]
 
 
+FULL_FEATURES_MAX_S = 120
+"""Up to this much speech, the first detection window is cut from the features of all of it,
+exactly as the decoder cuts its first window, so the decoder reuses that encoding (Whisper's
+log-mel is scaled by the loudest frame of the whole input, so a window computed alone differs).
+Beyond it, computing every frame once more costs more than the encoder pass it saves."""
+
+
+def window_features(whisper: WhisperModel, audio: Samples) -> np.ndarray:
+    """The first window of ``audio`` as faster-whisper's decoder encodes it: log-mel features,
+    at most 30 s of content frames, padded to the window."""
+    features: np.ndarray = whisper.feature_extractor(audio)
+    content = features.shape[-1] - 1
+    window: np.ndarray = pad_or_trim(
+        features[:, : min(whisper.feature_extractor.nb_max_frames, content)]
+    )
+    return window
+
+
+def language_probabilities(results: list[tuple[str, float]]) -> dict[str, float]:
+    """CTranslate2's ``[("<|en|>", p), …]`` for one window → ``{"en": p, …}``."""
+    return {token[2:-2]: probability for token, probability in results}
+
+
 def detect_language(
     model: LoadedModel, speech: Samples, max_windows: int
 ) -> tuple[str, float, dict[str, float]]:
     """(language, probability, all probabilities) averaged over windows spread over ``speech``."""
     if not model.info.multilingual:
         return "en", 1.0, {"en": 1.0}
+    whisper = model.whisper
     window = WINDOW_S * SAMPLE_RATE
     totals: dict[str, float] = defaultdict(float)
     starts = window_starts(len(speech), max_windows)
     for start in starts:
-        _, _, probs = model.whisper.detect_language(audio=speech[start : start + window])
-        for lang, p in probs:
+        whole = start == 0 and len(speech) <= FULL_FEATURES_MAX_S * SAMPLE_RATE
+        features = window_features(whisper, speech if whole else speech[start : start + window])
+        results = whisper.model.detect_language(whisper.encode(features))[0]
+        for lang, p in language_probabilities(results).items():
             totals[lang] += p / len(starts)
     best = max(totals, key=lambda k: totals[k])
     return best, totals[best], dict(totals)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import ctranslate2
+import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 
 from hushscribe.engine.store import ModelInfo, ModelStore
@@ -23,12 +26,46 @@ def resolve_device(settings: EngineSettings) -> tuple[str, str]:
     return device, compute
 
 
+class Whisper(WhisperModel):  # type: ignore[misc]
+    """faster-whisper's model, remembering its last one-window encoding.
+
+    The encoder is most of the cost of a short file, and faster-whisper runs it twice on the first
+    window when the language is unknown: once to detect, once to decode. Our detection encodes
+    exactly the features the decoder will ask for first, so that second pass is answered from
+    here. A hit needs equal input features, so it cannot return another window's encoding."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+        self._last: tuple[np.ndarray, ctranslate2.StorageView] | None = None
+        self.encoder_passes = 0
+        """Encoder passes actually run (read by tests and benchmarks)."""
+
+    def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+        one_window = features.ndim == 2 or features.shape[0] == 1
+        with self._lock:
+            last = self._last
+        if one_window and last is not None and np.array_equal(last[0], features):
+            return last[1]
+        encoded = super().encode(features)
+        with self._lock:
+            self.encoder_passes += 1
+            if one_window:
+                self._last = (features.copy(), encoded)
+        return encoded
+
+    def forget(self) -> None:
+        """Drop the remembered encoding: nothing derived from a job's audio outlives the job."""
+        with self._lock:
+            self._last = None
+
+
 @dataclass
 class LoadedModel:
     """A model in memory, with where it came from and how it was loaded."""
 
     info: ModelInfo
-    whisper: WhisperModel
+    whisper: Whisper
     device: str
     compute_type: str
     load_seconds: float
@@ -46,7 +83,7 @@ def load_model(store: ModelStore, name: str, settings: EngineSettings) -> Loaded
     started = time.perf_counter()
     info = store.verify(name)
     device, compute = resolve_device(settings)
-    whisper = WhisperModel(
+    whisper = Whisper(
         str(info.path.resolve()),  # an absolute local path: faster-whisper never resolves a hub id
         device=device,
         compute_type=compute,

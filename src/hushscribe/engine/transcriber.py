@@ -78,7 +78,8 @@ class Prepared:
     vad: VadOptions | None
     chunks: list[dict[str, int]] | None
     speech: Samples
-    language: str
+    language: str | None
+    """None until detected, when detection was left to the batched decode."""
     probability: float
 
     def decode_kwargs(self) -> dict[str, Any]:
@@ -125,8 +126,10 @@ def prepare(
     options: TranscribeOptions,
     settings: EngineSettings,
     batched: bool | None = None,
+    detect: bool = True,
 ) -> Prepared:
-    """Resolve options, run VAD once, detect the language over windows spread across the speech."""
+    """Resolve options, run VAD once, detect the language over windows spread across the speech
+    (unless ``detect`` is false: then an unknown language stays None for the caller to find)."""
     opts = options.resolved(settings)
     check_model_fits(model, opts)
     duration = len(audio) / SAMPLE_RATE
@@ -136,7 +139,10 @@ def prepare(
     # faster-whisper, whose timestamps we then map back to the original audio.
     chunks = speech_chunks(audio, vad) if vad is not None else None
     speech = speech_only(audio, chunks) if chunks is not None else audio
-    if opts.language is None:
+    language: str | None
+    if opts.language is None and not model.info.multilingual:
+        language, probability = "en", 1.0
+    elif opts.language is None and detect:
         sample = speech if len(speech) else audio
         windows = language_windows(len(sample) / SAMPLE_RATE, settings.language_windows)
         language, probability, _ = detect_language(model, sample, windows)
@@ -153,6 +159,19 @@ def transcribe(
     progress: ProgressCallback | None = None,
 ) -> Transcript:
     """Transcribe (or translate to English) 16 kHz mono ``audio`` with ``model``."""
+    try:
+        return _transcribe(model, audio, options, settings, progress)
+    finally:
+        model.whisper.forget()
+
+
+def _transcribe(
+    model: LoadedModel,
+    audio: Samples,
+    options: TranscribeOptions,
+    settings: EngineSettings,
+    progress: ProgressCallback | None,
+) -> Transcript:
     p = prepare(model, audio, options, settings)
     segments_iter: Iterable[Any]
     if p.chunks is not None and not p.chunks:
@@ -180,6 +199,7 @@ def build_transcript(
 ) -> Transcript:
     """faster-whisper segments (times shifted back by ``offset``) → the canonical Transcript:
     timestamps monotonic and inside the audio, Chinese in the script asked for."""
+    assert p.language is not None, "the language is known before a transcript is built"
     duration = p.duration
     script = p.opts.zh_script if p.language in CHINESE else "as-is"
     segments: list[Segment] = []
