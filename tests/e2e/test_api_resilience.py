@@ -162,7 +162,21 @@ def test_metrics_parse_and_move(service: Service) -> None:
 
 def test_results_expire_and_are_purged(fresh: Any) -> None:
     svc = fresh(HUSHSCRIBE_JOBS__RESULT_TTL_S="2", HUSHSCRIBE_JOBS__PURGE_INTERVAL_S="0.5",
-                HUSHSCRIBE_JOBS__KEEP_AUDIO="true").start()  # fmt: skip
+                HUSHSCRIBE_JOBS__KEEP_AUDIO="true")  # fmt: skip
+    # What a server killed mid-upload leaves behind (two hours old), and an upload in progress.
+    blobs = svc.data_dir / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    crashed, live = blobs / ".crashed.part", blobs / ".live.part"
+    crashed.write_bytes(b"RIFF half an upload")
+    live.write_bytes(b"RIFF arriving")
+    os.utime(crashed, (time.time() - 7200, time.time() - 7200))
+    svc.start()
+    deadline = time.monotonic() + 20
+    while crashed.exists():
+        assert time.monotonic() < deadline, "the partial upload of a crash was never swept"
+        time.sleep(0.2)
+    assert live.exists(), "an upload in progress must be left alone"
+    live.unlink()
     with svc.client() as c:
         job = submit(c, "LDC93S1.wav")
         assert wait(c, job["id"])[0]["status"] == "done"

@@ -25,14 +25,24 @@ from hushscribe.settings import Settings
 log = logging.getLogger("hushscribe.api")
 
 
+PARTIAL_UPLOAD_MAX_AGE_S = 3600.0
+"""A partial upload untouched this long was left by a process that died mid-upload: a live one is
+written at least every ``request_timeout_s`` or dropped (and removed) by its request."""
+
+
 async def _purge_loop(app: FastAPI, settings: Settings) -> None:
-    """Delete expired jobs, results and their audio, every ``purge_interval_s``."""
+    """Every ``purge_interval_s``: delete expired jobs, results and their audio, and the partial
+    uploads of a server that died while receiving them."""
+    max_age = max(PARTIAL_UPLOAD_MAX_AGE_S, 2 * settings.server.request_timeout_s)
     while True:
         try:
             queue: JobQueue = app.state.queue
             blobs: BlobStore = app.state.blobs
             for path in await asyncio.to_thread(queue.purge_expired, time.time()):
                 blobs.delete(Path(path))
+            swept = await asyncio.to_thread(blobs.sweep_partials, max_age)
+            if swept:
+                log.warning("removed %d partial upload(s) left by an earlier crash", swept)
         except Exception:
             log.exception("purge failed; trying again next interval")
         await asyncio.sleep(settings.jobs.purge_interval_s)
