@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 
 from hushscribe import __version__
-from hushscribe.api import errors, routes_audio, routes_jobs, routes_ops
+from hushscribe.api import errors, housekeeping, routes_audio, routes_jobs, routes_ops
 from hushscribe.api.metrics import Metrics, MetricsMiddleware
 from hushscribe.api.waiters import Waiters
 from hushscribe.jobs.blobs import BlobStore
@@ -21,31 +18,6 @@ from hushscribe.jobs.registry import WorkerRegistry
 from hushscribe.jobs.stats import Stats
 from hushscribe.jobs.supervisor import Supervisor
 from hushscribe.settings import Settings
-
-log = logging.getLogger("hushscribe.api")
-
-
-PARTIAL_UPLOAD_MAX_AGE_S = 3600.0
-"""A partial upload untouched this long was left by a process that died mid-upload: a live one is
-written at least every ``request_timeout_s`` or dropped (and removed) by its request."""
-
-
-async def _purge_loop(app: FastAPI, settings: Settings) -> None:
-    """Every ``purge_interval_s``: delete expired jobs, results and their audio, and the partial
-    uploads of a server that died while receiving them."""
-    max_age = max(PARTIAL_UPLOAD_MAX_AGE_S, 2 * settings.server.request_timeout_s)
-    while True:
-        try:
-            queue: JobQueue = app.state.queue
-            blobs: BlobStore = app.state.blobs
-            for path in await asyncio.to_thread(queue.purge_expired, time.time()):
-                blobs.delete(Path(path))
-            swept = await asyncio.to_thread(blobs.sweep_partials, max_age)
-            if swept:
-                log.warning("removed %d partial upload(s) left by an earlier crash", swept)
-        except Exception:
-            log.exception("purge failed; trying again next interval")
-        await asyncio.sleep(settings.jobs.purge_interval_s)
 
 
 def _nothing() -> None:
@@ -67,7 +39,7 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
             app.state.notify_work = supervisor.signals.work.set
             app.state.waiters.relay(supervisor.signals.done)
         app.state.supervisor = supervisor
-        purge = asyncio.create_task(_purge_loop(app, settings))
+        purge = asyncio.create_task(housekeeping.run(app.state.queue, app.state.blobs, settings))
         try:
             yield
         finally:

@@ -2,10 +2,11 @@
 
 An upload is written to a hidden temporary file in the blob directory and renamed to its final
 name only when complete, so a reader never sees half a file and a crash leaves only ``.part``
-files (swept by :meth:`BlobStore.sweep_partials`). The cap is checked before each chunk is
-written: one byte over and the partial file is deleted and :class:`TooLarge` raised, without
-reading the rest. Names come from ``secrets``, never from the caller's filename, so a name cannot
-traverse directories, collide, or tell anything about the upload.
+files (swept by :meth:`BlobStore.sweep_partials`, from the API's housekeeping). The cap is
+checked before each chunk is written: one byte over and the partial file is deleted and
+:class:`TooLarge` raised, without reading the rest. Names come from ``secrets``, never from the
+caller's filename, so a name cannot traverse directories, collide, or tell anything about the
+upload.
 """
 
 from __future__ import annotations
@@ -155,6 +156,18 @@ class BlobStore:
         except FileNotFoundError:
             return False
         return True
+
+    def finished_before(self, older_than_s: float, now: float | None = None) -> list[Path]:
+        """Complete blobs last written more than ``older_than_s`` ago (for the orphan sweep)."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        found: list[Path] = []
+        for blob in self.root.iterdir():
+            try:
+                if not blob.name.startswith(".") and blob.stat().st_mtime < cutoff:
+                    found.append(blob)
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+        return found
 
     def sweep_partials(self, older_than_s: float = 3600.0, now: float | None = None) -> int:
         """Delete partial uploads left by a crash, if older than ``older_than_s``; return how many.

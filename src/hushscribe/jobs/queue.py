@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import builtins
 import time
-from typing import Any
+from collections.abc import Collection
+from typing import Any, Final
 
 from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
 
@@ -30,6 +31,9 @@ from hushscribe.jobs.tables import (
 )
 
 __all__ = ["WORKER_LOST", "JobQueue", "JobRecord", "make_engine"]
+
+_IN_CHUNK: Final = 500
+"""Values per ``IN (…)`` list: well under SQLite's and PostgreSQL's limits on bound parameters."""
 
 
 class JobQueue(LeasedQueue):
@@ -141,6 +145,19 @@ class JobQueue(LeasedQueue):
                 conn.execute(delete(results).where(results.c.job_id.in_(ids)))
                 conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
         return [row.blob_path for row in rows]
+
+    def blobs_in_use(self, paths: Collection[str], ended: bool) -> set[str]:
+        """Those of ``paths`` that a queued or running job needs (with ``ended``: any job)."""
+        needed = [] if ended else [jobs.c.status.in_((QUEUED, RUNNING))]
+        found: set[str] = set()
+        chunk = builtins.list(paths)
+        with self._read() as conn:
+            for i in range(0, len(chunk), _IN_CHUNK):
+                query = select(jobs.c.blob_path).where(
+                    jobs.c.blob_path.in_(chunk[i : i + _IN_CHUNK]), *needed
+                )
+                found.update(conn.execute(query).scalars())
+        return found
 
     # --- overview ------------------------------------------------------------------------------
 
