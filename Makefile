@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 HUSHSCRIBE := $(VENV)/bin/hushscribe
 export HUSHSCRIBE_DATA_DIR ?= $(CURDIR)/.data
 PYTEST_ARGS ?=
+# BENCH_ARGS: e.g. "--device cuda" on a GPU machine
+BENCH_ARGS ?=
 
 .PHONY: install install-dev models serve test check lint typecheck format bench clean
 
@@ -58,7 +60,7 @@ $(VENV)/.installed-bench: pyproject.toml scripts/bootstrap.sh
 	touch $@ $(VENV)/.installed-dev $(VENV)/.installed-runtime
 
 bench: $(VENV)/.installed-bench models  ## speed, throughput, memory, accuracy vs plain faster-whisper
-	$(PY) -m bench --data-dir $(HUSHSCRIBE_DATA_DIR)
+	$(PY) -m bench --data-dir $(HUSHSCRIBE_DATA_DIR) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
