@@ -71,10 +71,19 @@ def save(name: str, payload: dict[str, Any], section: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(section)
+    DOC.write_text(report())
+
+
+def report() -> str:
+    """docs/BENCHMARKS.md as the saved sections and bench/tried.md make it."""
     parts = [INTRO]
     for part in ORDER:
         path = RESULTS / f"{part}.md"
         if path.is_file():
             parts.append(path.read_text())
     parts.append((ROOT / "bench" / "tried.md").read_text())
-    DOC.write_text("\n".join(parts))
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":  # python -m bench.common: rebuild the report after editing tried.md
+    DOC.write_text(report())

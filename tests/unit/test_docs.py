@@ -35,3 +35,9 @@ def test_readme_commands_exist() -> None:
     options += "--beam-size --initial-prompt --hotwords --zh-script --batched"
     for option in options.split():
         assert option in transcribe_help
+
+
+def test_benchmarks_doc_is_what_the_results_make() -> None:
+    from bench.common import DOC, report
+
+    assert DOC.read_text(encoding="utf-8") == report(), "run: python -m bench.common"
