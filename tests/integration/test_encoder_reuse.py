@@ -89,3 +89,18 @@ def test_word_timestamps_batch_by_language_so_chinese_splits_by_character(
     assert max(len(w.word.strip()) for w in zh.words) <= 2  # characters, not a whole line
     spoken = [w.word.strip(" ,.").lower() for w in en.words]
     assert "country" in spoken
+
+
+def test_batch_translates_each_job_from_its_own_detected_language(
+    manager: ModelManager, settings: Settings
+) -> None:
+    names = ["cheetah_test_de.wav", "cheetah_test_fr.wav"]
+    samples = [audio.decode(clip(n).path, settings.audio).samples for n in names]
+    items = [Item(s, make_options(task="translate")) for s in samples]
+    with manager.use("base") as loaded:
+        de, fr = transcribe_many(loaded, items, settings.engine)
+        alone = transcribe(loaded, samples[1], make_options(task="translate"), settings.engine)
+    assert isinstance(de, Transcript) and isinstance(fr, Transcript)
+    assert (de.language, fr.language) == ("de", "fr") and de.task == fr.task == "translate"
+    assert "sea" in normalise(fr.text, "en") and "mer" not in normalise(fr.text, "en")
+    assert fr.text == alone.text  # the same English as when it is decoded on its own
