@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from hushscribe.audio import SAMPLE_RATE, Samples
-from hushscribe.engine.language import detect_language
 from hushscribe.engine.loader import LoadedModel
 from hushscribe.engine.options import TranscribeOptions
 from hushscribe.engine.pipeline import JobsPipeline
@@ -87,10 +86,8 @@ def _transcribe_many(
         except HushscribeError as exc:
             out[i] = exc
             continue
-        if p.chunks is not None and not p.chunks:  # no speech: nothing to decode
-            if p.language is None:  # as in transcribe(): the language of what is there
-                p.language, p.probability, _ = detect_language(model, p.audio, 1)
-            out[i] = build_transcript(model, p, [])
+        if p.chunks is not None and not p.chunks:
+            out[i] = build_transcript(model, p, [])  # no speech: nothing to decode
             continue
         groups.setdefault(_group_key(p), []).append((i, p))
     for members in groups.values():
@@ -136,10 +133,8 @@ def _decode_group(
         owner = bisect.bisect_right(starts_s, (seg.start + seg.end) / 2) - 1
         per_job[max(0, owner)].append(seg)
     for k, (_, p) in enumerate(members):
-        if p.language is None and pipeline.languages[k] is not None:
+        if p.language is None:  # detected from the encoding of its first clip
             p.language, p.probability = pipeline.languages[k], pipeline.probabilities[k]
-        elif p.language is None:  # no clip to listen to (empty audio): detect as usual
-            p.language, p.probability, _ = detect_language(model, p.audio, 1)
     extra = {"batch_jobs": len(members)}
     return [
         (i, build_transcript(model, p, per_job[k], offset=starts_s[k], extra=extra))

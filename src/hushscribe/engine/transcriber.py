@@ -129,7 +129,8 @@ def prepare(
     detect: bool = True,
 ) -> Prepared:
     """Resolve options, run VAD once, detect the language over windows spread across the speech
-    (unless ``detect`` is false: then an unknown language stays None for the caller to find)."""
+    (unless ``detect`` is false and there is speech to decode: then an unknown language stays
+    None, for the decode to find)."""
     opts = options.resolved(settings)
     check_model_fits(model, opts)
     duration = len(audio) / SAMPLE_RATE
@@ -140,14 +141,15 @@ def prepare(
     chunks = speech_chunks(audio, vad) if vad is not None else None
     speech = speech_only(audio, chunks) if chunks is not None else audio
     language: str | None
-    if opts.language is None and not model.info.multilingual:
-        language, probability = "en", 1.0
-    elif opts.language is None and detect:
+    if opts.language is not None:
+        language, probability = opts.language, 1.0
+    elif detect or not len(speech) or not model.info.multilingual:
+        # Without speech there is no decode to share the pass with; English-only models need none.
         sample = speech if len(speech) else audio
         windows = language_windows(len(sample) / SAMPLE_RATE, settings.language_windows)
         language, probability, _ = detect_language(model, sample, windows)
     else:
-        language, probability = opts.language, 1.0
+        language, probability = None, 1.0
     return Prepared(opts, audio, duration, use_batched, vad, chunks, speech, language, probability)
 
 
