@@ -157,13 +157,8 @@ class Worker:
             return
         finally:
             lease.stop()
-        if self.queue.complete(
-            job.id, self.worker_id, transcript_json, self.settings.jobs.result_ttl_s,
-            audio_seconds=lease.audio_seconds,
-        ):  # fmt: skip
-            self._purge_audio(job)
-            self.stats.job_done(lease.audio_seconds or 0.0, time.perf_counter() - started)
-        self._ended(job)
+        elapsed = time.perf_counter() - started
+        self._finish_done(job, transcript_json, lease.audio_seconds, elapsed)
 
     def _run(self, job: JobRecord, lease: _Lease, decoded: DecodedAudio | None) -> str:
         decoded = decoded or audio.decode(Path(job.blob_path), self.settings.audio)
@@ -237,13 +232,22 @@ class Worker:
         for (job, decoded, _), result in zip(together, results, strict=True):
             if isinstance(result, HushscribeError):
                 self._finish_failed(job, result.code, result.message, retry=False)
-            elif not leases[job.id].lost.is_set() and self.queue.complete(
-                job.id, self.worker_id, result.model_dump_json(), self.settings.jobs.result_ttl_s,
-                audio_seconds=decoded.duration_s,
-            ):  # fmt: skip
-                self._purge_audio(job)
-                self.stats.job_done(decoded.duration_s, elapsed)
-            self._ended(job)
+            elif leases[job.id].lost.is_set():
+                self._ended(job)
+            else:
+                self._finish_done(job, result.model_dump_json(), decoded.duration_s, elapsed)
+
+    def _finish_done(
+        self, job: JobRecord, transcript_json: str, audio_seconds: float | None, elapsed: float
+    ) -> None:
+        """Store the result (refused if the lease was lost meanwhile), purge the audio, count it."""
+        if self.queue.complete(
+            job.id, self.worker_id, transcript_json, self.settings.jobs.result_ttl_s,
+            audio_seconds=audio_seconds,
+        ):  # fmt: skip
+            self._purge_audio(job)
+            self.stats.job_done(audio_seconds or 0.0, elapsed)
+        self._ended(job)
 
     def _ended(self, job: JobRecord) -> None:
         if self.signals is not None:
