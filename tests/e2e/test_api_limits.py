@@ -51,8 +51,15 @@ def _connect(port: int) -> socket.socket:
     return sock
 
 
-def _head(path: str, headers: dict[str, str]) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items())]
+def _upload_head(boundary: str, framing: dict[str, str]) -> bytes:
+    """Request line and headers of alice's multipart upload; ``framing`` says how the body comes."""
+    headers = {
+        "Authorization": f"Bearer {KEYS['alice']}",
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+        **framing,
+    }
+    lines = ["POST /v1/audio/transcriptions HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
@@ -141,14 +148,7 @@ def _assert_still_serving(svc: Service) -> None:
 @pytest.mark.slow
 def test_declared_oversize_upload_is_refused_before_any_body_byte(capped: Service) -> None:
     boundary = secrets.token_hex(8)
-    head = _head(
-        "/v1/audio/transcriptions",
-        {
-            "Authorization": f"Bearer {KEYS['alice']}",
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Content-Length": str(HUGE),
-        },
-    )
+    head = _upload_head(boundary, {"Content-Length": str(HUGE)})
     with _connect(capped.port) as sock:
         sock.sendall(head)  # not one byte of the body
         ready, _, _ = select.select([sock], [], [], 10)
@@ -172,14 +172,7 @@ def test_declared_oversize_upload_is_refused_before_any_body_byte(capped: Servic
 @pytest.mark.slow
 def test_chunked_oversize_upload_is_cut_off_early(capped: Service) -> None:
     boundary = secrets.token_hex(8)
-    head = _head(
-        "/v1/audio/transcriptions",
-        {
-            "Authorization": f"Bearer {KEYS['alice']}",
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Transfer-Encoding": "chunked",
-        },
-    )
+    head = _upload_head(boundary, {"Transfer-Encoding": "chunked"})
     part_head = (
         f"--{boundary}\r\n"
         'Content-Disposition: form-data; name="file"; filename="big.wav"\r\n'
