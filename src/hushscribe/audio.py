@@ -16,8 +16,10 @@ Decoding writes nothing to disk.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,38 +127,40 @@ def _container_duration(container: Any, stream: Any) -> float | None:
     return None
 
 
-def _check_size(path: Path, limits: AudioLimits) -> int:
+def _check_size(path: Path, limits: AudioLimits, name: str) -> int:
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise UnsupportedMedia(f"cannot read {path.name}: {exc.strerror}") from None
+        raise UnsupportedMedia(f"cannot read {name}: {exc.strerror}") from None
     if not path.is_file():
-        raise UnsupportedMedia(f"{path.name} is not a regular file")
+        raise UnsupportedMedia(f"{name} is not a regular file")
     if size == 0:
-        raise EmptyAudio(f"{path.name} is empty (0 bytes)")
+        raise EmptyAudio(f"{name} is empty (0 bytes)")
     if size > limits.max_bytes:
         raise TooLarge(
-            f"{path.name} is {size:,} bytes; the limit is {limits.max_bytes:,} bytes "
+            f"{name} is {size:,} bytes; the limit is {limits.max_bytes:,} bytes "
             "(setting audio.max_bytes)"
         )
     return size
 
 
-def _open(path: Path) -> Any:
+def _open(path: Path, name: str) -> Any:
     try:
         return av.open(str(path.resolve()), mode="r", options=_OPEN_OPTIONS)
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError):
         raise UnsupportedMedia(
-            f"{path.name} is not an audio or video file in an accepted format "
+            f"{name} is not an audio or video file in an accepted format "
             f"(accepted: {', '.join(ALLOWED_FORMATS)})"
         ) from None
 
 
-def _inspect(path: Path, container: Any, size: int, limits: AudioLimits) -> tuple[Any, MediaInfo]:
-    if not any(name in ALLOWED_FORMATS for name in container.format.name.split(",")):
-        raise UnsupportedMedia(f"{path.name}: container format {container.format.name} refused")
+def _inspect(
+    name: str, path: Path, container: Any, size: int, limits: AudioLimits
+) -> tuple[Any, MediaInfo]:
+    if not any(fmt in ALLOWED_FORMATS for fmt in container.format.name.split(",")):
+        raise UnsupportedMedia(f"{name}: container format {container.format.name} refused")
     if not container.streams.audio:
-        raise UnsupportedMedia(f"{path.name} has no audio track")
+        raise UnsupportedMedia(f"{name} has no audio track")
     stream = container.streams.audio[0]
     ctx = stream.codec_context
     channels = int(ctx.layout.nb_channels) if ctx.layout is not None else int(ctx.channels or 0)
@@ -170,97 +174,147 @@ def _inspect(path: Path, container: Any, size: int, limits: AudioLimits) -> tupl
     )
     if info.channels > limits.max_channels:
         raise TooManyChannels(
-            f"{path.name} has {info.channels} audio channels; the limit is {limits.max_channels} "
+            f"{name} has {info.channels} audio channels; the limit is {limits.max_channels} "
             "(setting audio.max_channels)"
         )
     if info.sample_rate > limits.max_sample_rate:
         raise SampleRateTooHigh(
-            f"{path.name} is sampled at {info.sample_rate} Hz; the limit is "
+            f"{name} is sampled at {info.sample_rate} Hz; the limit is "
             f"{limits.max_sample_rate} Hz (setting audio.max_sample_rate)"
         )
     claimed = max(
         info.duration_s or 0.0,
         (_wav_header_duration(path) or 0.0) if container.format.name == "wav" else 0.0,
     )
+    if claimed > (info.duration_s or 0.0):  # a WAV cut short: FFmpeg clamps to what is there
+        info = dataclasses.replace(info, duration_s=claimed)
     if claimed > limits.max_duration_s:
         raise TooLong(
-            f"{path.name} lasts {_fmt_duration(claimed)} by its header; the limit is "
+            f"{name} lasts {_fmt_duration(claimed)} by its header; the limit is "
             f"{_fmt_duration(limits.max_duration_s)} (setting audio.max_duration_s)"
         )
     return stream, info
 
 
-def probe(path: Path, limits: AudioLimits) -> MediaInfo:
+def probe(path: Path, limits: AudioLimits, name: str | None = None) -> MediaInfo:
     """Open ``path`` and check its header against ``limits`` without decoding audio."""
-    size = _check_size(path, limits)
-    container = _open(path)
-    try:
-        return _inspect(path, container, size, limits)[1]
-    finally:
-        container.close()
+    with AudioReader(path, limits, name) as reader:
+        return reader.info
 
 
-def decode(path: Path, limits: AudioLimits) -> DecodedAudio:
-    """Decode ``path`` to 16 kHz mono float32 within ``limits``; raise a typed error otherwise."""
-    size = _check_size(path, limits)
-    container = _open(path)
-    try:
-        stream, info = _inspect(path, container, size, limits)
-        samples, errors = _decode_stream(path, container, stream, limits)
-    finally:
-        container.close()
-    decoded_s = len(samples) / SAMPLE_RATE
-    if decoded_s < MIN_DURATION_S:
-        raise EmptyAudio(f"{path.name} holds no audio ({decoded_s:.2f} s could be decoded)")
-    if info.duration_s and decoded_s < TRUNCATION_RATIO * info.duration_s - 1.0:
-        raise DecodeFailed(
-            f"{path.name} is truncated or damaged: its header says {info.duration_s:.1f} s, "
-            f"only {decoded_s:.1f} s could be decoded"
-        )
-    return DecodedAudio(samples=samples, info=info, decode_errors=errors)
+class AudioReader:
+    """An opened, checked media file whose audio is decoded block by block.
 
+    Memory stays bounded by the block size whatever the file's length: a 4 h meeting is read as
+    a few minutes at a time. ``name`` is what error messages call the file (the name the client
+    uploaded; the path's own name otherwise). The samples are exactly those of
+    ``faster_whisper.decode_audio`` (FFmpeg's resampler to 16-bit mono, then scaled to float):
+    the level Whisper was trained on. A float resampler would mix stereo to mono √2 too loud.
+    """
 
-def _decode_stream(
-    path: Path, container: Any, stream: Any, limits: AudioLimits
-) -> tuple[Samples, int]:
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    max_samples = int(limits.max_duration_s * SAMPLE_RATE)
-    deadline = time.monotonic() + limits.decode_timeout_s
-    chunks: list[Samples] = []
-    total = 0
-    errors = 0
+    def __init__(self, path: Path, limits: AudioLimits, name: str | None = None) -> None:
+        self.path, self.limits, self.name = path, limits, name or path.name
+        size = _check_size(path, limits, self.name)
+        self._container = _open(path, self.name)
+        try:
+            self._stream, self.info = _inspect(self.name, path, self._container, size, limits)
+        except BaseException:
+            self._container.close()
+            raise
+        self.decoded_samples = 0
+        self.decode_errors = 0
+        self.decode_seconds = 0.0
+        """Wall-clock time spent decoding so far (checked against ``decode_timeout_s``)."""
 
-    def take(frames: list[Any]) -> None:
-        nonlocal total
-        for out in frames:
-            array = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-            chunks.append(array)
-            total += len(array)
-        if total > max_samples:
-            raise TooLong(
-                f"{path.name} lasts longer than {_fmt_duration(limits.max_duration_s)} "
-                "(setting audio.max_duration_s)"
-            )
+    def __enter__(self) -> AudioReader:
+        return self
 
-    try:
-        for packet in container.demux(stream):
-            if time.monotonic() > deadline:
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def blocks(self, block_samples: int) -> Iterator[Samples]:
+        """Decoded audio in blocks of about ``block_samples`` (the last may be shorter).
+
+        After the last block the length is checked: too little audio is ``empty_audio``, a file
+        decoding to much less than its header claims is ``decode_failed`` (truncated)."""
+        name, limits = self.name, self.limits
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        max_samples = int(limits.max_duration_s * SAMPLE_RATE)
+        pending: list[Samples] = []
+        held = 0
+
+        def take(frames: list[Any]) -> None:
+            nonlocal held
+            for out in frames:
+                array = out.to_ndarray().reshape(-1).astype(np.float32) / np.float32(32768.0)
+                pending.append(array)
+                held += len(array)
+                self.decoded_samples += len(array)
+            if self.decoded_samples > max_samples:
+                raise TooLong(
+                    f"{name} lasts longer than {_fmt_duration(limits.max_duration_s)} "
+                    "(setting audio.max_duration_s)"
+                )
+
+        def flush() -> Samples:
+            nonlocal held
+            block = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            pending.clear()
+            held = 0
+            return block
+
+        packets = self._container.demux(self._stream)
+        while True:
+            started = time.monotonic()
+            try:
+                packet = next(packets, None)
+                if packet is None:
+                    take(resampler.resample(None))
+                    break
+                try:
+                    for frame in packet.decode():
+                        take(resampler.resample(frame))
+                except av.InvalidDataError:
+                    self.decode_errors += 1  # one damaged packet; FFmpeg resynchronises
+            except (av.FFmpegError, ValueError, MemoryError) as exc:
+                if self.decoded_samples == 0:
+                    raise DecodeFailed(
+                        f"{name} could not be decoded: {type(exc).__name__}"
+                    ) from None
+                self.decode_errors += 1  # demuxing stopped early; the length check decides
+                break
+            finally:
+                self.decode_seconds += time.monotonic() - started
+            if self.decode_seconds > limits.decode_timeout_s:
                 raise DecodeTimeout(
-                    f"decoding {path.name} took longer than {limits.decode_timeout_s:.0f} s "
+                    f"decoding {name} took longer than {limits.decode_timeout_s:.0f} s "
                     "(setting audio.decode_timeout_s)"
                 )
-            try:
-                frames = packet.decode()
-            except av.InvalidDataError:
-                errors += 1  # one damaged packet; FFmpeg resynchronises on the next
-                continue
-            for frame in frames:
-                take(resampler.resample(frame))
-        take(resampler.resample(None))
-    except (av.FFmpegError, ValueError, MemoryError) as exc:
-        if total == 0:
-            raise DecodeFailed(f"{path.name} could not be decoded: {type(exc).__name__}") from None
-        errors += 1  # demuxing stopped early; the truncation check decides what this means
-    if not chunks:
-        return np.zeros(0, dtype=np.float32), errors
-    return np.concatenate(chunks), errors
+            if held >= block_samples:
+                yield flush()
+        self._check_length()
+        if pending:
+            yield flush()
+
+    def _check_length(self) -> None:
+        decoded_s = self.decoded_samples / SAMPLE_RATE
+        if decoded_s < MIN_DURATION_S:
+            raise EmptyAudio(f"{self.name} holds no audio ({decoded_s:.2f} s could be decoded)")
+        claimed = self.info.duration_s
+        if claimed and decoded_s < TRUNCATION_RATIO * claimed - 1.0:
+            raise DecodeFailed(
+                f"{self.name} is truncated or damaged: its header says {claimed:.1f} s, "
+                f"only {decoded_s:.1f} s could be decoded"
+            )
+
+
+def decode(path: Path, limits: AudioLimits, name: str | None = None) -> DecodedAudio:
+    """Decode all of ``path`` to 16 kHz mono float32 within ``limits``; raise a typed error
+    otherwise. For long files prefer :class:`AudioReader`, which holds one block at a time."""
+    with AudioReader(path, limits, name) as reader:
+        blocks = list(reader.blocks(max(1, int(limits.max_duration_s * SAMPLE_RATE))))
+        samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+        return DecodedAudio(samples=samples, info=reader.info, decode_errors=reader.decode_errors)

@@ -59,7 +59,10 @@ def test_decodes_real_speech(tmp_path: Path, fmt: media.Format) -> None:
     got, want = _envelope(decoded.samples[:n]), _envelope(source[:n])
     assert np.corrcoef(got, want)[0, 1] > 0.95
     rms_ratio = np.sqrt(np.mean(decoded.samples**2)) / np.sqrt(np.mean(source**2))
-    assert 0.8 < rms_ratio < 1.25
+    # The test encoder spreads mono to stereo at -3 dB a channel (FFmpeg's upmix); Whisper's own
+    # decoder averages the channels back, so a stereo file reads 1/sqrt(2) of the source level.
+    level = 1 / np.sqrt(2) if fmt.layout == "stereo" else 1.0
+    assert 0.8 * level < rms_ratio < 1.25 * level
     if fmt.name in ("wav", "flac"):  # lossless: equal up to 16-bit quantisation
         assert np.abs(decoded.samples[:n] - np.clip(source[:n], -1, 1)).max() < 1e-3
 
