@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -14,8 +14,10 @@ from rich.table import Table
 
 from hushscribe import audio
 from hushscribe.cli.common import console, err_console, state
-from hushscribe.engine import ModelManager, make_options, transcribe
+from hushscribe.engine import ModelManager, make_options
+from hushscribe.engine.longform import transcribe_file
 from hushscribe.errors import HushscribeError, InvalidOption
+from hushscribe.fsutil import atomic_write_bytes
 from hushscribe.transcript import FORMATS, Transcript, render
 
 
@@ -59,17 +61,21 @@ def _targets(src: Path, out_dir: Path, formats: list[str], taken: set[Path]) -> 
         n += 1
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+class _Bar:
+    """A file's progress bar, fed by the engine as it decodes and transcribes."""
 
+    def __init__(self, rich: Progress, bar: TaskID) -> None:
+        self.rich, self.bar = rich, bar
 
-def _reporter(progress: Progress, bar: TaskID) -> Callable[[float, float], None]:
-    def report(done: float, total: float) -> None:
-        progress.update(bar, completed=done, audio=f"{done:.0f} / {total:.0f} s")
+    def decoding(self) -> None:
+        pass
 
-    return report
+    def transcribing(self) -> None:
+        pass
+
+    def progress(self, done: float, total: float) -> None:
+        self.rich.update(self.bar, total=total, completed=done,
+                             audio=f"{done:.0f} / {total:.0f} s")  # fmt: skip
 
 
 def transcribe_cmd(
@@ -137,19 +143,16 @@ def transcribe_cmd(
                 bar = progress.add_task(f"{src.name[:40]}", total=None, audio="decoding")
                 started = time.perf_counter()
                 try:
-                    decoded = audio.decode(src, settings.audio)
-                    total = decoded.duration_s
-                    progress.update(bar, total=total, completed=0, audio=f"0 / {total:.0f} s")
-                    result = transcribe(
+                    result = transcribe_file(
                         loaded,
-                        decoded.samples,
+                        partial(audio.AudioReader, src, settings.audio),
                         options,
                         settings.engine,
-                        progress=_reporter(progress, bar),
+                        _Bar(progress, bar),
                     )
                     targets = _targets(src, output_dir, formats, taken)
                     for f, target in zip(formats, targets, strict=True):
-                        _write_atomic(target, render(result, f))
+                        atomic_write_bytes(target, render(result, f).encode(), mode=0o644)
                     outcomes.append(
                         Outcome(
                             src, True, "ok", result, time.perf_counter() - started, tuple(targets)
@@ -168,7 +171,9 @@ def transcribe_cmd(
 def _summary(outcomes: list[Outcome]) -> None:
     table = Table(title="hushscribe transcribe")
     for col in ("file", "status", "language", "audio", "speed", "outputs"):
-        table.add_column(col)
+        # Names and paths are what a user copies next: folded onto more lines, never cut short.
+        long = col in ("file", "outputs")
+        table.add_column(col, overflow="fold" if long else "ellipsis", no_wrap=False)
     for o in outcomes:
         t = o.transcript
         if t is None:
@@ -180,7 +185,7 @@ def _summary(outcomes: list[Outcome]) -> None:
             f"{t.language} ({t.language_probability:.0%})",
             f"{t.duration:.1f} s",
             f"{t.duration / o.seconds:.1f}x real time" if o.seconds else "",
-            ", ".join(p.name for p in o.outputs),
+            "\n".join(str(p) for p in o.outputs),
         )
     console.print(table)
     for o in outcomes:

@@ -28,7 +28,13 @@ from hushscribe.audio import SAMPLE_RATE, Samples
 from hushscribe.engine.loader import LoadedModel
 from hushscribe.engine.options import TranscribeOptions
 from hushscribe.engine.pipeline import JobsPipeline
-from hushscribe.engine.transcriber import BATCH_CHUNK_S, Prepared, build_transcript, prepare
+from hushscribe.engine.transcriber import (
+    BATCH_CHUNK_S,
+    BATCHED_WITHOUT_TIMESTAMPS,
+    Prepared,
+    build_transcript,
+    prepare,
+)
 from hushscribe.errors import HushscribeError
 from hushscribe.settings import EngineSettings
 from hushscribe.transcript import Transcript
@@ -123,7 +129,7 @@ def _decode_group(
         joined,
         clip_timestamps=clip_times,
         batch_size=first.opts.batch_size,
-        without_timestamps=False,
+        without_timestamps=BATCHED_WITHOUT_TIMESTAMPS,
         vad_filter=False,
         **kwargs,
     )

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from hushscribe.engine.loader import LoadedModel, load_model
-from hushscribe.engine.store import ModelStore
+from hushscribe.engine.store import ModelStore, stat_key
+from hushscribe.errors import HushscribeError
 from hushscribe.settings import Settings
 
 
@@ -29,6 +30,9 @@ class ModelManager:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
+        self._failed: dict[str, tuple[object, HushscribeError]] = {}
+        """A model that could not be loaded, with the state of its files then: asked again with
+        the files unchanged, the same error is raised at once, without hashing 145 MB-3 GB again."""
 
     def loaded(self) -> list[str]:
         with self._lock:
@@ -41,10 +45,27 @@ class ModelManager:
             with self._lock:
                 if name in self._entries:
                     return self._entries[name]
-            model = load_model(self.store, name, self.settings.engine)
+            files = self._files_state(name)
+            failed = self._failed.get(name)
+            if failed is not None and failed[0] == files:
+                raise failed[1]
+            try:
+                model = load_model(self.store, name, self.settings.engine)
+            except HushscribeError as exc:
+                self._failed[name] = (files, exc)
+                raise
+            self._failed.pop(name, None)
             with self._lock:
                 entry = self._entries.setdefault(name, _Entry(model=model))
             return entry
+
+    def _files_state(self, name: str) -> object:
+        """Size and modification time of every file of a model's directory (cheap: no reads)."""
+        try:
+            folder = self.store.path(name)
+            return sorted((p.name, stat_key(p)) for p in folder.iterdir() if p.is_file())
+        except (OSError, HushscribeError):
+            return None  # missing (or an invalid name): "found" later is a change
 
     @contextmanager
     def use(self, name: str | None = None) -> Iterator[LoadedModel]:
@@ -60,14 +81,18 @@ class ModelManager:
                 entry.refs -= 1
                 entry.last_used = time.monotonic()
 
-    def unload_idle(self, now: float | None = None) -> list[str]:
-        """Unload models unused for ``model_idle_unload_s``; return their names."""
+    def unload_idle(self, now: float | None = None, keep: str | None = None) -> list[str]:
+        """Unload models (but ``keep``) unused for ``model_idle_unload_s``; return their names."""
         ttl = self.settings.engine.model_idle_unload_s
         if ttl <= 0:
             return []
         now = time.monotonic() if now is None else now
         with self._lock:
-            idle = [n for n, e in self._entries.items() if e.refs == 0 and now - e.last_used >= ttl]
+            idle = [
+                n
+                for n, e in self._entries.items()
+                if e.refs == 0 and now - e.last_used >= ttl and n != keep
+            ]
             for n in idle:
                 del self._entries[n]
         return idle

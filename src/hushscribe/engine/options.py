@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hushscribe.errors import InvalidOption
+from hushscribe.errors import InvalidOption, describe_validation_errors
 from hushscribe.languages import normalise_language
 from hushscribe.settings import EngineSettings, ZhScript
 
@@ -79,8 +79,5 @@ def make_options(**values: Any) -> TranscribeOptions:
     try:
         return TranscribeOptions(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
+        problems = describe_validation_errors(exc.errors()).replace("Value error, ", "")
         raise InvalidOption(f"invalid option: {problems}") from None

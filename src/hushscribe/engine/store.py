@@ -29,6 +29,7 @@ from hushscribe.errors import (
     ModelExists,
     ModelNotFound,
 )
+from hushscribe.fsutil import atomic_write_bytes
 
 MANIFEST = "manifest.json"
 VERIFIED = ".verified.json"
@@ -129,7 +130,7 @@ def _size_label(model_bin: Path) -> str:
     return _SIZES.get(width, f"d{width}")
 
 
-def _stat_key(path: Path) -> list[int]:
+def stat_key(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
@@ -142,6 +143,10 @@ class ModelStore:
 
     def _dir(self, name: str) -> Path:
         return self.root / check_name(name)
+
+    def path(self, name: str) -> Path:
+        """Where model ``name`` lives (or would), after checking the name is a plain name."""
+        return self._dir(name)
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -191,7 +196,7 @@ class ModelStore:
             fpath = info.path / fname
             if not fpath.is_file():
                 raise ModelChecksumMismatch(f"model '{name}': file {fname} is missing")
-            key = _stat_key(fpath)
+            key = stat_key(fpath)
             entry = cache.get(fname)
             if entry and entry.get("key") == key and entry.get("sha256") == expected:
                 fresh[fname] = entry
@@ -325,6 +330,5 @@ def _extract_archive(archive: Path, dest: Path) -> Path:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"), mode=0o644)  # as readable as the model files

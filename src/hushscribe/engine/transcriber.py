@@ -44,6 +44,14 @@ BATCH_CHUNK_S = 30
 """The batched pipeline decodes 30 s windows; speech runs longer than that must be split by VAD,
 or faster-whisper transcribes only their first 30 s."""
 
+BATCHED_WITHOUT_TIMESTAMPS = True
+"""The batched pipeline decodes each clip once, with no seeking. With timestamp tokens Whisper
+often ends a clip's text at a timestamp before the clip's end, expecting the sequential decoder
+to seek there and go on; batched, nothing goes on, and the rest of the clip is lost (12 minutes
+of a reading lost its first line in 12 of 14 repeats). Without timestamp tokens each clip is
+read to its end; a segment is then one clip (≤ 30 s, cut at pauses by VAD). faster-whisper's
+own batched pipeline defaults to the same."""
+
 
 def _vad_options(options: TranscribeOptions, batched: bool) -> VadOptions | None:
     if not options.vad:
@@ -181,7 +189,7 @@ def _transcribe(
     elif p.batched:
         clips = {"clip_timestamps": _fixed_clips(len(audio))} if p.vad is None else {}
         segments_iter, _ = model.batched.transcribe(
-            audio, batch_size=p.opts.batch_size, without_timestamps=False,
+            audio, batch_size=p.opts.batch_size, without_timestamps=BATCHED_WITHOUT_TIMESTAMPS,
             vad_filter=p.vad is not None, vad_parameters=p.vad, **clips, **p.decode_kwargs(),
         )  # fmt: skip
     else:
