@@ -17,7 +17,11 @@ from typing import Any
 import httpx
 import psutil
 
-KEYS = {"alice": "sk-alice-" + "a" * 32, "bob": "sk-bob-" + "b" * 32}
+# Random-looking and long enough for the weak-key check (settings.api_key_weakness).
+KEYS = {
+    "alice": "sk-alice-" + "Ux4bQ9rT2mW7yZ1cV6nH3kJ8pL5dF0gS",
+    "bob": "sk-bob-" + "Rk2nB7vX4qT9mC1zL6wP3hY8sD5gF0jN",
+}
 
 
 def free_port() -> int:
@@ -33,6 +37,8 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    launcher: list[str] = field(default_factory=lambda: ["-m", "hushscribe"])
+    """What runs ``serve``: the real CLI, or a test script that wraps it (see hang_serve.py)."""
 
     @property
     def url(self) -> str:
@@ -59,7 +65,7 @@ class Service:
         )
         with self.log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hushscribe", "serve", "--port", str(self.port),
+                [sys.executable, *self.launcher, "serve", "--port", str(self.port),
                  "--log-level", "warning"],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip

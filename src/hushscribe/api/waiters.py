@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import queue as stdlib_queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from multiprocessing.connection import Connection
+
+from hushscribe.jobs.signals import read_ended
 
 
 class Waiters:
@@ -35,20 +36,24 @@ class Waiters:
         for event in list(self._events.get(job_id, ())):
             event.set()
 
-    def relay(self, done: Any) -> threading.Thread:
-        """Read job ids from the workers' queue in a thread and wake their waiters."""
+    def ended(self, job_id: str) -> None:
+        """From any thread: the job ended, wake its waiters."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake, job_id)
+
+    def relay(self, sources: Callable[[], list[Connection]]) -> threading.Thread:
+        """Read job ids from the workers' pipes in a thread and wake their waiters. ``sources``
+        gives the current pipes (a restarted worker has new ones)."""
 
         def run() -> None:
+            closed: set[int] = set()
             while not self._stop.is_set():
-                try:
-                    job_id = done.get(timeout=0.5)
-                except stdlib_queue.Empty:
-                    continue
-                except (EOFError, OSError, ValueError):  # the queue was closed at shutdown
-                    return
-                loop = self._loop
-                if loop is not None and not loop.is_closed():
-                    loop.call_soon_threadsafe(self._wake, job_id)
+                conns = [c for c in sources() if id(c) not in closed and not c.closed]
+                ids, dead = read_ended(conns, 0.5)
+                closed.update(id(c) for c in dead)  # a dead worker's pipe: its successor has new
+                for job_id in ids:
+                    self.ended(job_id)
 
         thread = threading.Thread(target=run, name="job-ended-relay", daemon=True)
         thread.start()

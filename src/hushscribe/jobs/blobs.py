@@ -11,18 +11,18 @@ upload.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import secrets
 import time
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from hushscribe.errors import TooLarge
+from hushscribe.errors import InsufficientStorage, TooLarge, is_storage_full
+from hushscribe.fsutil import fsync_dir, private_dir
 
 PARTIAL_SUFFIX: Final = ".part"
 
@@ -55,7 +55,8 @@ class BlobWriter:
         self._done = False
 
     def write(self, chunk: bytes) -> None:
-        """Append ``chunk``; raises :class:`TooLarge` (after deleting the file) past the cap."""
+        """Append ``chunk``; past the cap :class:`TooLarge`, on a full disk
+        :class:`InsufficientStorage` (either after deleting the file)."""
         if self._done:
             raise ValueError("this blob is already committed or aborted")
         if self.size + len(chunk) > self.max_bytes:
@@ -64,8 +65,13 @@ class BlobWriter:
                 f"the upload is larger than the limit of {self.max_bytes:,} bytes; send a "
                 "smaller file, or ask the operator to raise audio.max_bytes"
             )
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            self.abort()
+            _raise_if_full(exc)
+            raise
         self._hash.update(chunk)
-        self._file.write(chunk)
         self.size += len(chunk)
 
     def commit(self) -> Blob:
@@ -77,7 +83,11 @@ class BlobWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             self._partial.replace(self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
+        except OSError as exc:
+            self.abort()
+            _raise_if_full(exc)
+            raise
         except BaseException:
             self.abort()
             raise
@@ -89,8 +99,12 @@ class BlobWriter:
         if self._done:
             return
         self._done = True
-        self._file.close()
-        self._partial.unlink(missing_ok=True)
+        try:
+            self._file.close()  # flushes what is buffered: fails again on a full disk
+        except OSError:
+            pass
+        finally:
+            self._partial.unlink(missing_ok=True)
 
     def __enter__(self) -> BlobWriter:
         return self
@@ -109,9 +123,7 @@ class BlobStore:
     """A flat directory of uploads, readable only by the service's user (mode 0700)."""
 
     def __init__(self, root: Path) -> None:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        root.chmod(0o700)  # mkdir's mode is cut by the umask, and the directory may predate us
-        self.root = root.resolve()
+        self.root = private_dir(root).resolve()
 
     def writer(self, max_bytes: int) -> BlobWriter:
         """A writer for one upload of at most ``max_bytes`` bytes (for push-style parsers)."""
@@ -123,24 +135,6 @@ class BlobStore:
             for chunk in chunks:
                 writer.write(chunk)
             return writer.commit()
-
-    async def write_async(self, chunks: AsyncIterable[bytes], max_bytes: int) -> Blob:
-        """:meth:`write_stream` for an asynchronous source such as a request body.
-
-        Chunks are written as they come (into the page cache, quick); the final ``fsync``, which
-        can take seconds for a large file, runs in a thread so the event loop keeps serving. If
-        the caller is cancelled meanwhile, the finished file is deleted before cancelling.
-        """
-        with self.writer(max_bytes) as writer:
-            async for chunk in chunks:
-                writer.write(chunk)
-            commit = asyncio.ensure_future(asyncio.to_thread(writer.commit))
-        try:
-            return await asyncio.shield(commit)
-        except asyncio.CancelledError:
-            blob = await commit
-            self.delete(blob.path)
-            raise
 
     def delete(self, path: Path | str) -> bool:
         """Delete a blob of this store; False if it was already gone.
@@ -186,12 +180,10 @@ class BlobStore:
         return removed
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable: fsync the directory holding it (POSIX; a no-op elsewhere)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _raise_if_full(exc: OSError) -> None:
+    """A full disk becomes the error the client is shown (507, retry later)."""
+    if is_storage_full(exc):
+        raise InsufficientStorage(
+            "the server's disk is full: the upload could not be stored; retry later, and tell "
+            "the operator if this persists"
+        ) from exc

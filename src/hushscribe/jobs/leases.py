@@ -88,20 +88,24 @@ class LeasedQueue:
         lease_seconds: float,
         models: Collection[str] | None = None,
         limit: int = 1,
+        ids: Collection[str] | None = None,
     ) -> builtins.list[JobRecord]:
         """Take up to ``limit`` jobs for ``worker_id``: highest priority, then oldest, first.
 
         Queued jobs and running jobs whose lease expired (their worker died) are both taken, and
         each take counts as an attempt. An expired job that has used all its attempts is marked
         failed with ``worker_lost`` instead of being handed out again (by any claimer, whatever
-        its models). ``models`` restricts the claim to jobs for those models (``None``: any).
+        its models). ``models`` restricts the claim to jobs for those models (``None``: any), and
+        ``ids`` to those jobs (``None``: any).
         """
-        if limit < 1 or (models is not None and not models):
+        if limit < 1 or (models is not None and not models) or (ids is not None and not ids):
             return []
         now = self._clock()
         expired = and_(jobs.c.status == RUNNING, jobs.c.lease_expires_at < now)
         claimable = or_(jobs.c.status == QUEUED, expired)
         model_filter = [] if models is None else [jobs.c.model.in_(builtins.list(models))]
+        if ids is not None:
+            model_filter.append(jobs.c.id.in_(builtins.list(ids)))
         with self._write() as conn:
             lost = {
                 "error_code": WORKER_LOST,
@@ -137,6 +141,17 @@ class LeasedQueue:
             )
             mine = self._fetch(conn, jobs.c.id.in_(ids), *leased_by(worker_id))
         return sorted(mine, key=lambda job: (-job.priority, job.created_at, job.id))
+
+    def queued(self, model: str, limit: int) -> builtins.list[JobRecord]:
+        """Queued jobs for ``model`` in the order claims take them (a read: no lock is taken)."""
+        query = (
+            select(jobs)
+            .where(jobs.c.status == QUEUED, jobs.c.model == model)
+            .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [JobRecord.from_row(row) for row in conn.execute(query).mappings()]
 
     def heartbeat(
         self,
@@ -233,6 +248,20 @@ class LeasedQueue:
                 .values(updated_at=now, **values, **NO_LEASE)
             )
         return final
+
+    def fail_queued(self, job_id: str, code: str, message: str) -> bool:
+        """Fail a job still waiting in the queue (its file hung a worker that only looked at it
+        for a batch): True if it was queued."""
+        now = self._clock()
+        values = {"error_code": code[:ERROR_CODE_MAX], "error_message": message}
+        with self._write() as conn:
+            done = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == QUEUED)
+                .values(status=FAILED, finished_at=now, updated_at=now,
+                        result_expires_at=self._expiry(now, None), **values)
+            )  # fmt: skip
+        return done.rowcount == 1
 
     def requeue_worker(self, worker_id: str) -> int:
         """Put this worker's running jobs back in the queue, not counting the attempt.

@@ -12,8 +12,9 @@ from collections.abc import Collection
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
-from hushscribe.errors import InvalidRequest
+from hushscribe.errors import InsufficientStorage, InvalidRequest, QueueFull, is_storage_full
 from hushscribe.jobs.leases import NO_LEASE, WORKER_LOST, LeasedQueue
 from hushscribe.jobs.tables import (
     CANCELLED,
@@ -53,8 +54,14 @@ class JobQueue(LeasedQueue):
         filename: str | None,
         max_attempts: int = 3,
         priority: int = 0,
+        queue_max: int | None = None,
     ) -> JobRecord:
-        """Add a queued job for ``owner`` and return it."""
+        """Add a queued job for ``owner`` and return it.
+
+        With ``queue_max``, :class:`QueueFull` if that many jobs are already queued: counted in
+        the same write transaction as the insert, so requests racing each other cannot pass it
+        together. A full disk raises :class:`InsufficientStorage`.
+        """
         if task not in TASKS:
             raise InvalidRequest(f"unknown task {task!r}; use one of: {', '.join(TASKS)}")
         if max_attempts < 1:
@@ -78,8 +85,27 @@ class JobQueue(LeasedQueue):
             "created_at": now,
             "updated_at": now,
         }
-        with self._write() as conn:
-            conn.execute(insert(jobs).values(values))
+        try:
+            with self._write() as conn:
+                if queue_max is not None:
+                    if conn.dialect.name == "postgresql":  # on SQLite, BEGIN IMMEDIATE is one
+                        lock = func.hashtext("hushscribe.enqueue")  # at a time; here, this lock
+                        conn.execute(select(func.pg_advisory_xact_lock(lock)))
+                    depth = conn.execute(
+                        select(func.count()).select_from(jobs).where(jobs.c.status == QUEUED)
+                    ).scalar_one()
+                    if depth >= queue_max:
+                        raise QueueFull(
+                            f"the queue holds {queue_max} jobs; retry in a little while"
+                        )
+                conn.execute(insert(jobs).values(values))
+        except DBAPIError as exc:
+            if is_storage_full(exc):
+                raise InsufficientStorage(
+                    "the server's disk is full: the job could not be recorded; retry later, "
+                    "and tell the operator if this persists"
+                ) from exc
+            raise
         return JobRecord.from_row(values)
 
     # --- owner side ----------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Start, watch and restart worker processes; stop them cleanly."""
+"""Start, watch and restart worker processes; enforce their deadlines; stop them quickly.
+
+Each worker gets pipes of its own (``signals.py``) and a watchdog (``watchdog.py``), both new at
+every start, so nothing of a dead worker's is ever shared with its successor.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 import ctranslate2
 
-from hushscribe.jobs.signals import Signals
+from hushscribe.jobs.queue import JobQueue, make_engine
+from hushscribe.jobs.signals import ApiLink, link_pair
+from hushscribe.jobs.watchdog import Watchdog
 from hushscribe.jobs.worker import worker_main
 from hushscribe.settings import Settings
 
@@ -22,8 +29,10 @@ log = logging.getLogger("hushscribe.supervisor")
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
 """A worker that keeps crashing is restarted ever more slowly, at most once a minute."""
-STOP_GRACE_S = 30.0
-"""How long a stopping worker may take to finish its current job before it is killed."""
+STOP_GRACE_S = 2.0
+"""How long a stopping worker may take to put its jobs back before it is killed (and its jobs put
+back for it). The work of a running job is lost either way: it starts again from the beginning,
+so there is no point in waiting for the native call in progress to end."""
 
 
 CPU_WORKERS = 2
@@ -48,6 +57,8 @@ class _Slot:
     backoff_s: float = BACKOFF_START_S
     next_start: float = 0.0
     started: float = field(default=0.0)
+    link: ApiLink | None = None
+    watchdog: Watchdog | None = None
 
 
 class Supervisor:
@@ -57,14 +68,19 @@ class Supervisor:
         self,
         settings: Settings,
         on_restart: Callable[[], None] | None = None,
+        on_job_ended: Callable[[str], None] | None = None,
+        queue: JobQueue | None = None,
     ) -> None:
         self.settings = settings
         self.on_restart = on_restart
+        self.on_job_ended = on_job_ended
         self.slots = [_Slot(i) for i in range(worker_count(settings))]
         self._ctx = multiprocessing.get_context("spawn")  # no forked copies of threads or sockets
-        self.signals = Signals.create(self._ctx)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._queue = queue
+        """The API's own queue: one engine per process (a second one would open the SQLite file
+        again, which POSIX locking does not forgive)."""
 
     def _worker_settings(self) -> Settings:
         threads = self.settings.jobs.worker_threads or self.settings.engine.cpu_threads
@@ -73,17 +89,40 @@ class Supervisor:
         )
         return self.settings.model_copy(update={"engine": engine})
 
+    @property
+    def queue(self) -> JobQueue:
+        if self._queue is None:
+            self._queue = JobQueue(make_engine(self.settings.db_url))
+        return self._queue
+
     def _start(self, slot: _Slot) -> None:
         slot.worker_id = f"w{slot.index}-{secrets.token_hex(4)}"
+        api_end, worker_end = link_pair(self._ctx)
+        watchdog = Watchdog(self._ctx)
         proc = self._ctx.Process(
             target=worker_main,
-            args=(self._worker_settings(), slot.worker_id, self.signals),
+            args=(self._worker_settings(), slot.worker_id, worker_end, watchdog),
             name=f"hushscribe-worker-{slot.index}",
             daemon=False,
         )
         proc.start()
+        worker_end.wake.close()  # the worker has its copies; ours would hide its death
+        worker_end.done.close()
+        if slot.link is not None:
+            slot.link.close()
         slot.process, slot.started = proc, time.monotonic()
+        slot.link, slot.watchdog = api_end, watchdog
         log.info("worker %s started (pid %s)", slot.worker_id, proc.pid)
+
+    def notify_work(self) -> None:
+        """A job was queued: wake the idle workers (never blocks)."""
+        for slot in self.slots:
+            if slot.link is not None:
+                slot.link.notify_work()
+
+    def done_connections(self) -> list[Connection]:
+        """Where the running workers report the jobs that ended."""
+        return [s.link.done for s in self.slots if s.link is not None]
 
     def start(self) -> None:
         for slot in self.slots:
@@ -91,9 +130,43 @@ class Supervisor:
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._thread.start()
 
+    def _enforce(self, slot: _Slot) -> None:
+        """Kill a worker stuck past its stage's deadline; fail the jobs it blamed (no retry:
+        the cause is their input), put its other jobs back, and let the restart follow."""
+        proc, watchdog = slot.process, slot.watchdog
+        if proc is None or watchdog is None or not proc.is_alive():
+            return
+        overdue = watchdog.overdue()
+        if overdue is None:
+            return
+        jobs = ", ".join(overdue.job_ids)
+        log.error("worker %s (pid %s) exceeded %.0f s on jobs %s; killing it",
+                  slot.worker_id, proc.pid, overdue.limit_s, jobs)  # fmt: skip
+        proc.kill()
+        proc.join(timeout=10)
+        watchdog.disarm()
+        what = "decoding" if overdue.error.code == "decode_timeout" else "transcription"
+        message = (
+            f"{what} made no progress for {overdue.limit_s:.0f} s and was stopped; the file "
+            "may be damaged or crafted. It is not retried."
+        )
+        try:
+            code, ttl = overdue.error.code, self.settings.jobs.result_ttl_s
+            for job_id in overdue.job_ids:
+                if not self.queue.fail(job_id, slot.worker_id, code, message, False, ttl):
+                    self.queue.fail_queued(job_id, code, message)  # looked at, not yet claimed
+            self.queue.requeue_worker(slot.worker_id)
+        except Exception:  # the database is down: the leases run out and the claims clean up
+            log.exception("could not record the outcome of worker %s's jobs", slot.worker_id)
+        for job_id in overdue.job_ids:
+            if self.on_job_ended is not None:
+                self.on_job_ended(job_id)
+
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
             for slot in self.slots:
+                if not self._stop.is_set():
+                    self._enforce(slot)
                 proc = slot.process
                 if proc is None or proc.is_alive() or self._stop.is_set():
                     continue
@@ -121,18 +194,28 @@ class Supervisor:
         return sum(1 for s in self.slots if s.process is not None and s.process.is_alive())
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """SIGTERM every worker (each requeues or finishes its job), then kill what remains."""
+        """SIGTERM every worker (each puts its jobs back in the queue and exits); kill what
+        remains after ``grace_s`` and put its jobs back for it."""
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=2)
-        procs = [s.process for s in self.slots if s.process is not None]
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
+        slots = [s for s in self.slots if s.process is not None]
+        for slot in slots:
+            assert slot.process is not None
+            if slot.process.is_alive():
+                slot.process.terminate()
         deadline = time.monotonic() + grace_s
-        for p in procs:
-            p.join(timeout=max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                log.warning("worker pid %s did not stop in time; killing it", p.pid)
-                p.kill()
-                p.join(timeout=5)
+        for slot in slots:
+            proc = slot.process
+            assert proc is not None
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                log.info("worker %s is inside a native call; killing it", slot.worker_id)
+                proc.kill()
+                proc.join(timeout=5)
+                try:
+                    self.queue.requeue_worker(slot.worker_id)
+                except Exception:  # its leases run out instead
+                    log.exception("could not put worker %s's jobs back", slot.worker_id)
+            if slot.link is not None:
+                slot.link.close()

@@ -8,10 +8,13 @@ no time-zone conversion, and lease arithmetic (``now + lease``) in plain SQL.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -171,12 +174,31 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     begins itself so that writes can use ``BEGIN IMMEDIATE``.
     """
     if make_url(url).get_backend_name() == "sqlite":
+        _private_database_file(make_url(url).database)
         engine = create_engine(url, **kwargs)
         _configure_sqlite(engine)
     else:  # a server database: connections can die between uses, so test them on checkout
         engine = create_engine(url, pool_pre_ping=True, **kwargs)
     metadata.create_all(engine)
     return engine
+
+
+def _private_database_file(database: str | None) -> None:
+    """Create the SQLite file readable by this user only (0600), or make an existing one so: it
+    holds every owner's transcripts and file names. SQLite gives the ``-wal`` and ``-shm`` files
+    it creates the main file's mode; those left by an older version are tightened too."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return  # in memory, or a URI whose options say where and how
+    if not Path(database).exists():
+        # Never open (and close) a file SQLite may already hold in this process: closing any
+        # descriptor of it drops every POSIX lock the process has on it, SQLite's included,
+        # and readers then see stale pages. Only a missing file is created here.
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(database, flags, 0o600))  # an empty file is a new database
+    for path in (database, f"{database}-wal", f"{database}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(path).chmod(0o600)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -1,12 +1,18 @@
-"""A worker process: claim a job, decode its audio, transcribe it, store the result, repeat.
+"""A worker process: claim jobs, transcribe them, store the results, repeat.
 
 Workers are separate OS processes so that a decoder crash or an out-of-memory kill takes down one
-worker, never the API. A job is held by a lease that a background thread renews while the job
-runs; if the worker dies, the lease runs out and another worker takes the job (a new attempt).
+worker, never the API. Every claimed job is held (``holding.py``) with a live lease until the
+worker has stored its result or its error; a worker that dies loses its leases and another
+worker takes the jobs (a new attempt). Audio is read block by block and long files are
+transcribed in windows (``engine/longform.py``), so memory is bounded by settings, not by files.
+Before each stage the worker arms its watchdog (``watchdog.py``): a stage stuck in native code is
+stopped by the supervisor from outside.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -15,113 +21,177 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hushscribe import audio
-from hushscribe.audio import DecodedAudio
-from hushscribe.engine import LoadedModel, ModelManager, TranscribeOptions, transcribe
+import numpy as np
+
+from hushscribe.audio import SAMPLE_RATE, AudioReader, Samples, probe
+from hushscribe.engine import LoadedModel, ModelManager, TranscribeOptions
 from hushscribe.engine.batch import Item, transcribe_many
-from hushscribe.errors import HushscribeError
+from hushscribe.engine.longform import BLOCK_S, transcribe_file
+from hushscribe.errors import HushscribeError, InsufficientStorage, is_storage_full
+from hushscribe.jobs.holding import Held, Holdings
 from hushscribe.jobs.queue import JobQueue, JobRecord, make_engine
 from hushscribe.jobs.registry import WorkerRegistry
-from hushscribe.jobs.signals import Signals
+from hushscribe.jobs.signals import WorkerLink
 from hushscribe.jobs.stats import Stats
+from hushscribe.jobs.watchdog import DECODE, PROCESS, Watchdog
 from hushscribe.settings import Settings
 
 log = logging.getLogger("hushscribe.worker")
 
-MODEL_RETRY_S = 2.0
-"""How often a worker whose default model cannot be loaded tries again."""
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 60.0
+"""After a storage or database failure a worker waits before it claims again, doubling up to
+a minute, instead of crash-looping on a full disk."""
 
 
 class Cancelled(Exception):
-    """The job was cancelled, or its lease was lost, while it ran."""
+    """The job was cancelled, or its lease was lost, or the worker is stopping."""
 
 
-class _Lease(threading.Thread):
-    """Renews one job's lease and reports progress until stopped."""
+def _release_memory() -> None:
+    """Hand freed heap back to the system after a job (glibc keeps it otherwise: an idle worker
+    stayed at 1.2 GB after long files)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
-    def __init__(self, queue: JobQueue, job: JobRecord, worker_id: str, lease_s: float) -> None:
-        super().__init__(name=f"lease-{job.id[:8]}", daemon=True)
-        self.queue, self.job, self.worker_id, self.lease_s = queue, job, worker_id, lease_s
-        self.progress = 0.0
-        self.audio_seconds: float | None = None
-        self.lost = threading.Event()
-        self._stop_event = threading.Event()
 
-    def run(self) -> None:
-        while not self._stop_event.wait(self.lease_s / 3):
-            self.beat()
+class _Watch:
+    """The engine's view of one job: stop when told, report progress, keep the watchdog armed."""
 
-    def beat(self) -> None:
-        try:
-            held = self.queue.heartbeat(
-                self.job.id, self.worker_id, self.lease_s, self.progress, self.audio_seconds
-            )
-        except Exception:  # a database hiccup: try again at the next beat
-            log.exception("heartbeat failed for job %s", self.job.id)
-            return
-        if not held:
-            self.lost.set()
+    def __init__(self, worker: Worker, held: list[Held]) -> None:
+        self.worker, self.held = worker, held
+        self.ids = [h.job_id for h in held]
 
-    def stop(self) -> None:
-        self._stop_event.set()
+    def check(self) -> None:
+        if self.worker.stopping.is_set() or any(h.lost.is_set() for h in self.held):
+            raise Cancelled
+
+    def decoding(self) -> None:
+        self.check()
+        self.worker.arm(DECODE, self.ids)
+
+    def transcribing(self) -> None:
+        self.check()
+        self.worker.arm(PROCESS, self.ids)
+
+    def progress(self, done: float, total: float) -> None:
+        self.check()
+        for h in self.held:
+            h.progress = min(1.0, done / total) if total else 1.0
+            h.audio_seconds = total
+        self.worker.arm(PROCESS, self.ids)  # progress: the stall clock starts again
 
 
 class Worker:
-    def __init__(self, settings: Settings, worker_id: str, signals: Signals | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: str,
+        link: WorkerLink | None = None,
+        watchdog: Watchdog | None = None,
+    ) -> None:
         self.settings = settings
         self.worker_id = worker_id
-        self.signals = signals
+        self.link = link
+        self.watchdog = watchdog
         self.queue = JobQueue(make_engine(settings.db_url), ended_ttl_s=settings.jobs.result_ttl_s)
         self.registry = WorkerRegistry(self.queue.engine)
         self.stats = Stats(self.queue.engine)
         self.manager = ModelManager(settings)
+        self.holdings = Holdings(self.queue, worker_id, settings.jobs.lease_s)
         self.stopping = threading.Event()
         self._reported_loads: set[int] = set()
+        self._backoff_s = 0.0
+        self._default_error: str | None = None
+
+    # --- the loop ------------------------------------------------------------------------------
 
     def run(self) -> None:
-        jobs = self.settings.jobs
         self.registry.register(self.worker_id, os.getpid(), [])
-        beat = threading.Thread(target=self._beat_registry, name="registry", daemon=True)
-        beat.start()
+        threading.Thread(target=self._beat_registry, name="registry", daemon=True).start()
+        self.holdings.start()
         self._load_default()
         self.registry.heartbeat(self.worker_id, self.manager.loaded())
         while not self.stopping.is_set():
-            claimed = self.queue.claim(self.worker_id, jobs.lease_s, limit=1)
-            # More queued jobs for the same model share the decode (a read first: no write lock
-            # is taken when nothing else waits).
-            if claimed and jobs.batch_jobs > 1 and self.queue.queue_depth() > 0:
-                claimed += self.queue.claim(
-                    self.worker_id, jobs.lease_s, models=[claimed[0].model],
-                    limit=jobs.batch_jobs - 1,
-                )  # fmt: skip
-            if len(claimed) == 1:
-                self.process(claimed[0])
-            elif claimed:
-                self.process_batch(claimed)
-            if not claimed:
-                self.manager.unload_idle()
-                if self.signals is not None:
-                    self.signals.wait_for_work(jobs.poll_interval_s)
+            try:
+                worked = self._step()
+            except Exception as exc:  # the database is unreachable or full: wait, do not die
+                self._back_off(exc)
+                continue
+            self._backoff_s = 0.0
+            if not worked:
+                default = self.settings.engine.default_model
+                self.manager.unload_idle(keep=default)  # ready means: can transcribe now
+                if default not in self.manager.loaded():
+                    self._load_default()  # after an import or a repair; unchanged files: no work
+                if self.link is not None:
+                    self.link.wait_for_work(self.settings.jobs.poll_interval_s)
                 else:
-                    self.stopping.wait(jobs.poll_interval_s)
-        self.queue.requeue_worker(self.worker_id)
-        self.registry.unregister(self.worker_id)
+                    self.stopping.wait(self.settings.jobs.poll_interval_s)
+        self.holdings.stop()
+        with contextlib.suppress(Exception):
+            self.queue.requeue_worker(self.worker_id)
+            self.registry.unregister(self.worker_id)
+
+    def _step(self) -> bool:
+        claimed = self._claim()
+        if len(claimed) == 1:
+            self.process(claimed[0])
+        elif claimed:
+            self.process_batch(claimed)
+        if claimed:
+            _release_memory()
+        return bool(claimed)
+
+    def _back_off(self, exc: Exception) -> None:
+        self._backoff_s = min(BACKOFF_MAX_S, max(BACKOFF_START_S, self._backoff_s * 2))
+        what = "storage is full" if is_storage_full(exc) else f"{type(exc).__name__}: {exc}"
+        log.error("worker %s cannot use the job database (%s); retrying in %.0f s",
+                  self.worker_id, what, self._backoff_s)  # fmt: skip
+        self.stopping.wait(self._backoff_s)
+
+    def _claim(self) -> list[JobRecord]:
+        """One job; with more queued for its model, the short ones that will be batched with it
+        (a job the batch would not decode stays in the queue for whoever is free)."""
+        jobs = self.settings.jobs
+        first = self.queue.claim(self.worker_id, jobs.lease_s, limit=1)
+        for job in first:
+            self.holdings.hold(job.id)
+        if not first or jobs.batch_jobs < 2 or not self._batchable(first[0]):
+            return first
+        waiting = self.queue.queued(first[0].model, limit=4 * jobs.batch_jobs)
+        ids = [j.id for j in waiting if self._batchable(j)][: jobs.batch_jobs - 1]
+        more = self.queue.claim(self.worker_id, jobs.lease_s, ids=ids, limit=len(ids))
+        for job in more:
+            self.holdings.hold(job.id)
+        return first + more
+
+    def _batchable(self, job: JobRecord) -> bool:
+        """Short by its header, and not asked to run alone."""
+        if job.options.get("batched") is False:
+            return False
+        self.arm(DECODE, [job.id])  # a header that hangs the parser is stopped like a decode
+        try:
+            info = probe(Path(job.blob_path), self.settings.audio)
+        except HushscribeError:
+            return False  # it fails alone, with its own error
+        finally:
+            self.disarm()
+        limit = min(self.settings.engine.batched_min_duration_s, self.settings.engine.window_s)
+        return info.duration_s is not None and info.duration_s < limit
 
     def _load_default(self) -> None:
-        """Load the default model before taking work: "ready" means "can transcribe now".
-
-        A model that is missing or damaged is retried (an operator may be importing it);
-        meanwhile /readyz says why the service is not ready."""
-        name = self.settings.engine.default_model
-        while not self.stopping.is_set():
-            try:
-                with self.manager.use(name) as model:
-                    self._report_load(model)
-                return
-            except HushscribeError as exc:
-                log.error("cannot load default model %r: %s; retrying in %.0f s", name,
-                          exc.message, MODEL_RETRY_S)  # fmt: skip
-                self.stopping.wait(MODEL_RETRY_S)
+        """Load the default model before taking work: "ready" means "can transcribe now". A model
+        that is missing or damaged does not stop the worker: jobs for other models still run, and
+        jobs for this one fail with its error."""
+        try:
+            with self.manager.use(self.settings.engine.default_model) as model:
+                self._report_load(model)
+            self._default_error = None
+        except HushscribeError as exc:
+            if exc.message != self._default_error:  # said once, not at every poll
+                log.error("cannot load the default model: %s", exc.message)
+            self._default_error = exc.message
 
     def _beat_registry(self) -> None:
         """Say "alive, with these models" while jobs run; readiness reads it."""
@@ -136,106 +206,160 @@ class Worker:
             self._reported_loads.add(id(model))
             self.stats.model_loaded(model.info.name, model.load_seconds)
 
-    def process(self, job: JobRecord, decoded: DecodedAudio | None = None) -> None:
+    def arm(self, stage: int, job_ids: list[str]) -> None:
+        if self.watchdog is not None:
+            s = self.settings
+            limit = s.audio.decode_timeout_s if stage == DECODE else s.jobs.stall_timeout_s
+            self.watchdog.arm(stage, limit, job_ids)
+
+    def disarm(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.disarm()
+
+    # --- one job -------------------------------------------------------------------------------
+
+    def process(self, job: JobRecord) -> None:
         started = time.perf_counter()
-        lease = _Lease(self.queue, job, self.worker_id, self.settings.jobs.lease_s)
-        lease.start()
+        held = self.holdings.hold(job.id)
         try:
-            transcript_json = self._run(job, lease, decoded)
+            with self._outcome(job, held):
+                transcript_json, seconds = self._run(job, held)
+                self._finish_done(job, transcript_json, seconds, time.perf_counter() - started)
+        finally:
+            self.holdings.release(job.id)
+
+    @contextlib.contextmanager
+    def _outcome(self, job: JobRecord, held: Held) -> Any:
+        """Turn whatever ends a job's work into its recorded outcome."""
+        try:
+            yield
         except Cancelled:
             log.info("job %s cancelled or lease lost; dropping its work", job.id)
             current = self.queue.get(job.id, None)
             if current is not None and current.status == "cancelled":
                 self._purge_audio(job)
-            return
+            self._ended(job)
         except HushscribeError as exc:
             self._finish_failed(job, exc.code, exc.message, retry=False)
-            return
-        except Exception as exc:  # a bug or a resource problem: another attempt may succeed
-            log.exception("job %s failed unexpectedly", job.id)
+        except Exception as exc:
+            if is_storage_full(exc):
+                error = InsufficientStorage("the server's disk is full; the job will be retried")
+                with contextlib.suppress(Exception):  # may fail too: then its lease runs out
+                    self._finish_failed(job, error.code, error.message, retry=True)
+                raise  # the loop backs off
+            log.exception("job %s failed unexpectedly", job.id)  # a bug: another try may work
             self._finish_failed(job, "internal_error", f"worker error: {type(exc).__name__}", True)
-            return
         finally:
-            lease.stop()
-        elapsed = time.perf_counter() - started
-        self._finish_done(job, transcript_json, lease.audio_seconds, elapsed)
+            self.disarm()
 
-    def _run(self, job: JobRecord, lease: _Lease, decoded: DecodedAudio | None) -> str:
-        decoded = decoded or audio.decode(Path(job.blob_path), self.settings.audio)
-        lease.audio_seconds = decoded.duration_s  # reported with the next heartbeat
+    def _run(self, job: JobRecord, held: Held) -> tuple[str, float]:
         options = TranscribeOptions.model_validate(job.options)
+        path, limits, name = Path(job.blob_path), self.settings.audio, job.filename
 
-        def progress(done: float, total: float) -> None:
-            if lease.lost.is_set() or self.stopping.is_set():
-                raise Cancelled
-            lease.progress = min(1.0, done / total) if total else 1.0
+        def open_reader() -> AudioReader:
+            return AudioReader(path, limits, name)
 
         with self.manager.use(job.model) as model:
             self._report_load(model)
-            result = transcribe(model, decoded.samples, options, self.settings.engine, progress)
-        if lease.lost.is_set():
+            result = transcribe_file(
+                model, open_reader, options, self.settings.engine, _Watch(self, [held])
+            )
+        if held.lost.is_set():
             raise Cancelled
-        return result.model_dump_json()
+        return result.model_dump_json(), result.duration
+
+    # --- several short jobs in one decode ------------------------------------------------------
 
     def process_batch(self, batch: list[JobRecord]) -> None:
-        """Decode every job's audio, transcribe the short ones in one batched decode, the rest
-        one by one. Each job keeps its own lease, result or error."""
-        engine = self.settings.engine
-        leases = {
-            j.id: _Lease(self.queue, j, self.worker_id, self.settings.jobs.lease_s) for j in batch
-        }
-        for lease in leases.values():
-            lease.start()
-        together: list[tuple[JobRecord, DecodedAudio, TranscribeOptions]] = []
-        alone: list[tuple[JobRecord, DecodedAudio]] = []
+        """Decode each short job (one at a time, each under its own deadline), transcribe them
+        together, then run alone any that turned out too long. Every job stays held until it
+        has its outcome."""
+        together: list[tuple[JobRecord, Samples, TranscribeOptions]] = []
+        alone: list[JobRecord] = []
         try:
             for job in batch:
-                try:
-                    decoded = audio.decode(Path(job.blob_path), self.settings.audio)
-                except HushscribeError as exc:
-                    self._finish_failed(job, exc.code, exc.message, retry=False)
-                    continue
-                leases[job.id].audio_seconds = decoded.duration_s
-                options = TranscribeOptions.model_validate(job.options)
-                short = decoded.duration_s < engine.batched_min_duration_s
-                if short and options.batched is not False:
-                    together.append((job, decoded, options))
-                else:
-                    alone.append((job, decoded))
+                held = self.holdings.hold(job.id)
+                decided = False
+                with self._outcome(job, held):
+                    samples = self._decode_short(job, held)
+                    if samples is None:
+                        alone.append(job)
+                    else:
+                        options = TranscribeOptions.model_validate(job.options)
+                        together.append((job, samples, options))
+                    decided = True
+                if not decided:  # it has its outcome already (failed, cancelled)
+                    self.holdings.release(job.id)
+            if self.stopping.is_set():
+                return  # the jobs still held go back to the queue as the worker exits
             if len(together) == 1:
-                alone.insert(0, together.pop()[:2])
+                alone.insert(0, together.pop()[0])
             if together:
-                self._transcribe_together(together, leases)
-        except Exception as exc:  # a bug or a resource problem: give each job another attempt
-            log.exception("batch of %d jobs failed unexpectedly", len(batch))
-            for job, *_ in together:
+                self._transcribe_together(together)
+            for job in alone:
+                if not self.stopping.is_set():
+                    self.process(job)
+        except BaseException:
+            for job in batch:  # storage full, or stopping: no lease outlives the worker's hold
+                self.holdings.release(job.id)
+            raise
+
+    def _decode_short(self, job: JobRecord, held: Held) -> Samples | None:
+        """All of a job's audio, or None once it is longer than a batch takes (run it alone)."""
+        watch = _Watch(self, [held])
+        limit = int(self.settings.engine.batched_min_duration_s * SAMPLE_RATE)
+        watch.decoding()
+        with AudioReader(Path(job.blob_path), self.settings.audio, job.filename) as reader:
+            blocks: list[Samples] = []
+            held_samples = 0
+            for block in reader.blocks(BLOCK_S * SAMPLE_RATE):
+                blocks.append(block)
+                held_samples += len(block)
+                if held_samples >= limit:
+                    return None
+                watch.decoding()
+        self.disarm()
+        return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+
+    def _transcribe_together(
+        self, together: list[tuple[JobRecord, Samples, TranscribeOptions]]
+    ) -> None:
+        started = time.perf_counter()
+        ids = [job.id for job, _, _ in together]
+        try:
+            items = [Item(samples, options) for _, samples, options in together]
+            with self.manager.use(together[0][0].model) as model:
+                self._report_load(model)
+                self.arm(PROCESS, ids)
+                results = transcribe_many(model, items, self.settings.engine)
+            self.disarm()
+            elapsed = time.perf_counter() - started
+            for (job, samples, _), result in zip(together, results, strict=True):
+                lost = self.holdings.lost(job.id)
+                if isinstance(result, HushscribeError):
+                    self._finish_failed(job, result.code, result.message, retry=False)
+                elif lost:
+                    self._ended(job)
+                else:
+                    seconds = len(samples) / SAMPLE_RATE
+                    self._finish_done(job, result.model_dump_json(), seconds, elapsed)
+        except HushscribeError as exc:  # e.g. the model cannot be loaded: each job fails with it
+            for job, _, _ in together:
+                self._finish_failed(job, exc.code, exc.message, retry=False)
+        except Exception as exc:
+            if is_storage_full(exc):
+                raise
+            log.exception("batch of %d jobs failed unexpectedly", len(together))
+            for job, _, _ in together:
                 self._finish_failed(
                     job, "internal_error", f"worker error: {type(exc).__name__}", True
                 )
         finally:
-            for lease in leases.values():
-                lease.stop()
-        for job, decoded in alone:
-            self.process(job, decoded)
+            self.disarm()
+            for job_id in ids:
+                self.holdings.release(job_id)
 
-    def _transcribe_together(
-        self,
-        together: list[tuple[JobRecord, DecodedAudio, TranscribeOptions]],
-        leases: dict[str, _Lease],
-    ) -> None:
-        started = time.perf_counter()
-        items = [Item(d.samples, o) for _, d, o in together]
-        with self.manager.use(together[0][0].model) as model:
-            self._report_load(model)
-            results = transcribe_many(model, items, self.settings.engine)
-        elapsed = time.perf_counter() - started
-        for (job, decoded, _), result in zip(together, results, strict=True):
-            if isinstance(result, HushscribeError):
-                self._finish_failed(job, result.code, result.message, retry=False)
-            elif leases[job.id].lost.is_set():
-                self._ended(job)
-            else:
-                self._finish_done(job, result.model_dump_json(), decoded.duration_s, elapsed)
+    # --- outcomes ------------------------------------------------------------------------------
 
     def _finish_done(
         self, job: JobRecord, transcript_json: str, audio_seconds: float | None, elapsed: float
@@ -250,8 +374,8 @@ class Worker:
         self._ended(job)
 
     def _ended(self, job: JobRecord) -> None:
-        if self.signals is not None:
-            self.signals.job_ended(job.id)
+        if self.link is not None:
+            self.link.job_ended(job.id)
 
     def _finish_failed(self, job: JobRecord, code: str, message: str, retry: bool) -> None:
         final = self.queue.fail(
@@ -271,11 +395,18 @@ class Worker:
             Path(job.blob_path).unlink(missing_ok=True)
 
 
-def worker_main(settings: Settings, worker_id: str, signals: Signals | None = None) -> None:
+def worker_main(
+    settings: Settings,
+    worker_id: str,
+    link: WorkerLink | None = None,
+    watchdog: Watchdog | None = None,
+) -> None:
     """Entry point of a worker process (spawned by the supervisor)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one line per job is enough
-    worker = Worker(settings, worker_id, signals)
+    if link is not None:
+        link.start()
+    worker = Worker(settings, worker_id, link, watchdog)
 
     def _stop(signum: int, _frame: Any) -> None:
         worker.stopping.set()
