@@ -7,6 +7,7 @@ do. Nothing here imports the rest of the package.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 
@@ -172,6 +173,41 @@ class JobTimeout(HushscribeError):
     status = 504
 
 
+class InsufficientStorage(HushscribeError):
+    """The server's disk (or database) is full."""
+
+    code = "insufficient_storage"
+    status = 507
+
+
+_FULL_ERRNOS = (28, 122)  # ENOSPC, EDQUOT
+_FULL_TEXTS = ("database or disk is full", "no space left on device", "could not extend file")
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps: a database driver's error) says the disk is full."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
+            return True
+        if getattr(seen, "sqlstate", None) == "53100" or getattr(seen, "pgcode", None) == "53100":
+            return True  # PostgreSQL disk_full
+        if any(text in str(seen).lower() for text in _FULL_TEXTS):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+class ProcessingTimeout(HushscribeError):
+    """A job's transcription stopped making progress (a native call hung); its worker was
+    restarted. Not retried: the same input would hang again."""
+
+    code = "processing_timeout"
+    status = 500
+
+
 class JobNotFound(HushscribeError):
     code = "job_not_found"
     status = 404
@@ -182,6 +218,27 @@ class JobNotDone(HushscribeError):
     code = "job_not_done"
     status = 409
     type = "invalid_request_error"
+
+
+class JobCancelled(HushscribeError):
+    """The job was cancelled (by its owner, or because its client went away) before it ended."""
+
+    code = "job_cancelled"
+    status = 409
+    type = "invalid_request_error"
+
+
+class HeadersTooLarge(InvalidRequest):
+    code = "headers_too_large"
+    status = 431
+
+
+def describe_validation_errors(errors: Iterable[Mapping[str, Any]]) -> str:
+    """Pydantic's errors (``exc.errors()``) as one line: ``loc: msg; loc: msg``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())) or '(root)'}: {e.get('msg', '')}"
+        for e in errors
+    )
 
 
 def status_for_code(code: str | None) -> int:

@@ -281,15 +281,19 @@ def test_full_queue_answers_429_with_retry_after(
 # --- 4. one error shape on every route -----------------------------------------------------------
 
 
+KEY = "hs-3qV9xTb7LmN2pR8sK4wZ6yD1cF5gH0jA"
+
+
 @pytest.fixture
 def app_client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = load_settings(None, data_dir=tmp_path / "data", auth={"api_keys": {"alice": "k"}})
+    keys = {"alice": KEY}
+    settings = load_settings(None, data_dir=tmp_path / "data", auth={"api_keys": keys})
     app = create_app(settings, start_workers=False)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
 
-AUTH = {"Authorization": "Bearer k"}
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def _api_routes(app: Any) -> Iterator[tuple[str, set[str]]]:
@@ -315,7 +319,7 @@ def test_every_v1_route_refuses_a_missing_key_in_openai_shape(app_client: TestCl
             start, end = path.index("{"), path.index("}")
             path = path[:start] + "nope" + path[end + 1 :]
         for method in sorted(methods):
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "k"}):
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
                 response = app_client.request(method, path, headers=headers)
                 assert response.status_code == 401, (method, path, headers, response.text)
                 error = _json_error(response.content)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,22 +75,6 @@ def test_writer_push_api(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
     with pytest.raises(ValueError, match="already"):
         writer.write(b"!")
-
-
-async def _agen(chunks: list[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        await asyncio.sleep(0)
-        yield chunk
-
-
-def test_write_async(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path)
-    blob = asyncio.run(store.write_async(_agen(CHUNKS), max_bytes=len(DATA)))
-    assert blob.sha256 == hashlib.sha256(DATA).hexdigest()
-    assert blob.path.read_bytes() == DATA
-    with pytest.raises(TooLarge):
-        asyncio.run(store.write_async(_agen(CHUNKS), max_bytes=len(DATA) - 1))
-    assert os.listdir(tmp_path) == [blob.path.name]
 
 
 def test_delete_only_inside_the_store(tmp_path: Path) -> None:

@@ -10,8 +10,10 @@ from fastapi import FastAPI
 
 from hushscribe import __version__
 from hushscribe.api import errors, housekeeping, routes_audio, routes_jobs, routes_ops
+from hushscribe.api.auth_gate import AuthGate
 from hushscribe.api.metrics import Metrics, MetricsMiddleware
 from hushscribe.api.waiters import Waiters
+from hushscribe.fsutil import private_dir
 from hushscribe.jobs.blobs import BlobStore
 from hushscribe.jobs.queue import JobQueue, make_engine
 from hushscribe.jobs.registry import WorkerRegistry
@@ -26,7 +28,7 @@ def _nothing() -> None:
 
 def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
     """The API for ``settings``. With ``start_workers`` its lifespan also runs the worker pool."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)  # every owner's audio, transcripts and file names
     engine = make_engine(settings.db_url)
     metrics = Metrics()
 
@@ -34,10 +36,15 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         supervisor = None
         if start_workers:
-            supervisor = Supervisor(settings, on_restart=metrics.worker_restarts.inc)
+            supervisor = Supervisor(
+                settings,
+                on_restart=metrics.worker_restarts.inc,
+                on_job_ended=app.state.waiters.ended,
+                queue=app.state.queue,
+            )
             supervisor.start()
-            app.state.notify_work = supervisor.signals.work.set
-            app.state.waiters.relay(supervisor.signals.done)
+            app.state.notify_work = supervisor.notify_work
+            app.state.waiters.relay(supervisor.done_connections)
         app.state.supervisor = supervisor
         purge = asyncio.create_task(housekeeping.run(app.state.queue, app.state.blobs, settings))
         try:
@@ -70,5 +77,6 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
     app.include_router(routes_ops.router)
     app.include_router(routes_audio.router)
     app.include_router(routes_jobs.router)
+    app.add_middleware(AuthGate)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

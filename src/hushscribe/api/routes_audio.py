@@ -22,6 +22,7 @@ from hushscribe.api.waiters import Waiters
 from hushscribe.engine.store import ModelInfo, ModelStore
 from hushscribe.errors import (
     ClientGone,
+    JobCancelled,
     JobTimeout,
     error_body,
     status_for_code,
@@ -66,9 +67,7 @@ async def _wait(
                 f"poll GET /v1/jobs/{job.id} for its result"
             )
         if await request.is_disconnected():
-            queue.cancel(job.id, job.owner, ttl_s=60.0)  # nobody will read it
-            if purge is not None:
-                purge.delete(job.blob_path)
+            await asyncio.to_thread(_cancel, queue, job, purge)
             raise ClientGone(f"the client closed the connection; job {job.id} was cancelled")
         # A worker on this machine says when the job ends; the poll covers workers elsewhere
         # and the disconnect check.
@@ -81,6 +80,12 @@ async def _wait(
     return current
 
 
+def _cancel(queue: JobQueue, job: JobRecord, purge: BlobStore | None) -> None:
+    queue.cancel(job.id, job.owner, ttl_s=60.0)  # nobody will read it
+    if purge is not None:
+        purge.delete(job.blob_path)
+
+
 def rendered(transcript_json: str, fmt: str) -> Response:
     transcript = Transcript.model_validate_json(transcript_json)
     return Response(render(transcript, fmt), media_type=MEDIA_TYPES[fmt])
@@ -88,10 +93,8 @@ def rendered(transcript_json: str, fmt: str) -> Response:
 
 def failed_job_response(job: JobRecord) -> JSONResponse:
     if job.status == "cancelled":
-        return JSONResponse(
-            error_body(f"job {job.id} was cancelled", "invalid_request_error", "job_cancelled"),
-            status_code=409,
-        )
+        cancelled = JobCancelled(f"job {job.id} was cancelled")
+        return JSONResponse(cancelled.body(), status_code=cancelled.status)
     status = status_for_code(job.error_code)
     return JSONResponse(
         error_body(
@@ -106,17 +109,17 @@ async def _sync(
     task: str, request: Request, owner: str, settings: Settings, queue: JobQueue, blobs: BlobStore
 ) -> Response:
     form = await accept_upload(request, settings, queue, blobs)
-    fmt = response_format(form)
-    job = enqueue(form, owner, task, settings, queue, blobs)
+    job = await enqueue(form, owner, task, settings, queue, blobs, check=response_format)
+    fmt = response_format(form)  # checked by enqueue
     request.app.state.notify_work()
     purge = None if settings.jobs.keep_audio else blobs
     job = await wait_for_job(request, queue, job, settings.jobs.sync_timeout_s, purge)
     if job.status != "done":
         return failed_job_response(job)
-    result = queue.result(job.id, owner)
+    result = await asyncio.to_thread(queue.result, job.id, owner)
     if result is None:
         return failed_job_response(job)
-    return rendered(result, fmt)
+    return await asyncio.to_thread(rendered, result, fmt)  # a long meeting's transcript: ms
 
 
 @router.post("/audio/transcriptions")

@@ -31,7 +31,7 @@ async def submit(
     """Queue a transcription (form field ``task=translate`` for English translation)."""
     form = await accept_upload(request, settings, queue, blobs)
     task = form.first("task") or "transcribe"  # checked with the other options by enqueue
-    job = enqueue(form, owner, task, settings, queue, blobs)
+    job = await enqueue(form, owner, task, settings, queue, blobs)
     request.app.state.notify_work()
     return JSONResponse(job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 

@@ -4,6 +4,7 @@ OpenAI-compatible endpoints (which then wait) and POST /v1/jobs (which returns a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -87,15 +88,23 @@ def response_format(form: Upload, default: str = "json") -> str:
     return fmt
 
 
+def _queue_full(queue_max: int) -> QueueFull:
+    return QueueFull(
+        f"the queue holds {queue_max} jobs; retry in a little while",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 async def accept_upload(
     request: Request, settings: Settings, queue: JobQueue, blobs: BlobStore
 ) -> Upload:
-    """Refuse early when the queue is full, then stream the upload within time and size limits."""
-    if queue.queue_depth() >= settings.jobs.queue_max:
-        raise QueueFull(
-            f"the queue holds {settings.jobs.queue_max} jobs; retry in a little while",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
+    """Refuse early when the queue is full, then stream the upload within time and size limits.
+
+    (:func:`enqueue` checks the cap again: uploads that passed here together are queued only
+    while there is room.)
+    """
+    if await asyncio.to_thread(queue.queue_depth) >= settings.jobs.queue_max:
+        raise _queue_full(settings.jobs.queue_max)
     try:
         async with asyncio.timeout(settings.server.request_timeout_s):
             return await read_upload(request, blobs, settings.audio.max_bytes)
@@ -105,15 +114,37 @@ async def accept_upload(
         ) from None
 
 
-def enqueue(
-    form: Upload, owner: str, task: str, settings: Settings, queue: JobQueue, blobs: BlobStore
+async def enqueue(
+    form: Upload,
+    owner: str,
+    task: str,
+    settings: Settings,
+    queue: JobQueue,
+    blobs: BlobStore,
+    check: Callable[[Upload], object] | None = None,
 ) -> JobRecord:
-    """Validate the form and queue its job; on any error the uploaded audio is deleted."""
+    """Validate the form (with ``check`` too, for fields only the caller reads) and queue its
+    job; on any error the uploaded audio is deleted at once. Runs in a thread: the database may
+    wait seconds for a lock, and the event loop must not."""
+    return await asyncio.to_thread(_enqueue, form, owner, task, settings, queue, blobs, check)
+
+
+def _enqueue(
+    form: Upload,
+    owner: str,
+    task: str,
+    settings: Settings,
+    queue: JobQueue,
+    blobs: BlobStore,
+    check: Callable[[Upload], object] | None,
+) -> JobRecord:
     assert form.blob is not None
     try:
+        if check is not None:
+            check(form)
         options = options_from_form(form, task)
         model = resolve_model(form.first("model"), settings)
-        job = queue.enqueue(
+        return queue.enqueue(
             owner=owner,
             task=task,
             model=model,
@@ -123,8 +154,11 @@ def enqueue(
             blob_bytes=form.blob.size,
             filename=form.filename,
             max_attempts=settings.jobs.max_attempts,
+            queue_max=settings.jobs.queue_max,
         )
+    except QueueFull:
+        blobs.delete(form.blob.path)
+        raise _queue_full(settings.jobs.queue_max) from None
     except BaseException:
         blobs.delete(form.blob.path)
         raise
-    return job

@@ -8,6 +8,8 @@ reading the rest. On any failure the partial blob is deleted.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,12 @@ MAX_FILENAME_CHARS = 255
 """File names longer than a file system allows are cut (the name is only shown, never a path)."""
 MULTIPART_OVERHEAD = 64 * 1024
 """Room for boundaries and fields in Content-Length on top of the file cap."""
+MAX_BOUNDARY_CHARS = 200
+"""RFC 2046 caps a multipart boundary at 70 characters; clients send 16 to 70. Past 200 the body
+is refused (python-multipart itself fails past 256)."""
+BATCH_BYTES = 256 * 1024
+"""Body bytes parsed (and written to the blob) per trip to a worker thread: large enough that
+the hand-off costs nothing next to the disk, small enough that the size cap still bites early."""
 FILE_FIELD = "file"
 
 
@@ -57,14 +65,21 @@ def _clean_filename(name: str) -> str:
 async def read_upload(request: Request, blobs: BlobStore, max_bytes: int) -> Upload:
     """Parse ``multipart/form-data`` from ``request``; the file part lands in ``blobs``."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
-    if ctype != b"multipart/form-data" or b"boundary" not in params:
+    if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise UnsupportedBody("send the audio as multipart/form-data with a 'file' field")
+    if len(params[b"boundary"]) > MAX_BOUNDARY_CHARS:
+        raise InvalidRequest(
+            f"the multipart boundary is {len(params[b'boundary'])} characters long; "
+            f"the limit is {MAX_BOUNDARY_CHARS} (RFC 2046 allows 70)"
+        )
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes + MULTIPART_OVERHEAD:
         raise TooLarge(f"the upload is {int(length):,} bytes; the limit is {max_bytes:,} bytes")
 
     upload = Upload()
-    state: dict[str, Any] = {"headers": {}, "field": b"", "name": "", "writer": None, "h": b""}
+    state: dict[str, Any] = {
+        "headers": {}, "field": b"", "name": "", "writer": None, "h": b"", "ended": False
+    }  # fmt: skip
     writer_holder: list[BlobWriter] = []
     n_fields = 0
 
@@ -113,6 +128,9 @@ async def read_upload(request: Request, blobs: BlobStore, max_bytes: int) -> Upl
         state["headers"] = {}
         state["writer"] = None
 
+    def on_end() -> None:
+        state["ended"] = True  # the closing boundary came
+
     parser = MultipartParser(
         params[b"boundary"],
         callbacks={
@@ -122,19 +140,37 @@ async def read_upload(request: Request, blobs: BlobStore, max_bytes: int) -> Upl
             "on_headers_finished": on_headers_finished,
             "on_part_data": on_part_data,
             "on_part_end": on_part_end,
+            "on_end": on_end,
         },
     )
+
+    def finish(rest: bytes) -> None:
+        parser.write(rest)
+        parser.finalize()
+        if not state["ended"]:
+            raise InvalidRequest(
+                "the multipart/form-data body ends without its closing boundary "
+                "(the upload was cut short?)"
+            )
+        if writer_holder:
+            upload.blob = writer_holder[0].commit()  # fsync: seconds for a large file
+
+    # Parsing writes the file part to disk: it runs in a thread, a batch of chunks at a time.
     try:
         try:
+            batch: list[bytes] = []
+            batched = 0
             async for chunk in request.stream():
-                parser.write(chunk)
-            parser.finalize()
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= BATCH_BYTES:
+                    await _off_loop(parser.write, b"".join(batch))
+                    batch, batched = [], 0
+            await _off_loop(finish, b"".join(batch))
         except FormParserError:
             raise InvalidRequest("the multipart/form-data body is malformed") from None
         except ClientDisconnect:
             raise InvalidRequest("the client closed the connection during the upload") from None
-        if writer_holder:
-            upload.blob = writer_holder[0].commit()
     except BaseException:  # cancellation too: a partial upload never stays on disk
         for w in writer_holder:
             w.abort()
@@ -142,3 +178,17 @@ async def read_upload(request: Request, blobs: BlobStore, max_bytes: int) -> Upl
     if upload.blob is None:
         raise InvalidRequest("the request has no 'file' part with audio")
     return upload
+
+
+async def _off_loop(fn: Callable[[bytes], object], data: bytes) -> None:
+    """``fn(data)`` in a worker thread. If the caller is cancelled meanwhile, the thread (which
+    cannot be stopped) is waited for before the cancellation goes on, so that the clean-up that
+    follows never races a write still in progress."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, data))
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        if not work.cancelled():
+            work.exception()  # retrieved: the cancellation is what the caller reports
+        raise

@@ -25,6 +25,7 @@ def serve_cmd(
     import uvicorn
 
     from hushscribe.api import create_app
+    from hushscribe.api.connections import MAX_HEAD_BYTES, connection_limit, protocol_class
 
     settings = state(ctx).settings
     update: dict[str, Any] = {}
@@ -39,20 +40,26 @@ def serve_cmd(
     if not settings.auth.api_keys and not settings.auth.allow_anonymous:
         err_console.print(
             "[yellow]No API keys are configured: every request will get 401.[/] Set one with "
-            'HUSHSCRIBE_AUTH__API_KEYS=\'{"admin": "<a long random key>"}\' or [auth.api_keys] '
-            "in the config file."
+            'HUSHSCRIBE_AUTH__API_KEYS=\'{"admin": "<a long random key>"}\' or \\[auth.api_keys] '
+            "in the config file.",
+            soft_wrap=True,
         )
     err_console.print(
         f"hushscribe on http://{settings.server.host}:{settings.server.port} — data in "
-        f"{settings.data_dir}, default model {settings.engine.default_model}"
+        f"{settings.data_dir}, default model {settings.engine.default_model}",
+        soft_wrap=True,
     )
     # uvicorn stops gracefully on SIGTERM, then re-raises the signal with the handler it found.
     # A no-op handler here makes a graceful stop end with exit status 0, as systemd expects.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    limits = settings.server
     uvicorn.run(
         create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
+        host=limits.host,
+        port=limits.port,
+        http=protocol_class(limits.header_timeout_s, connection_limit(limits.max_connections)),
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        timeout_keep_alive=limits.keep_alive_s,
         log_level=log_level,
         timeout_graceful_shutdown=30,
         server_header=False,

@@ -1,0 +1,42 @@
+"""A small real file system (tmpfs) for tests that need a full disk. Mounting needs root, which
+the test machines and CI have; without it the test fails and says why."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+
+@contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` (e.g. ``"1m"``) on ``path`` (made if missing), mode 0700."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size},mode=0700"
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.fail(
+            f"cannot mount a {size} tmpfs on {path} (the test needs root): {mounted.stderr}"
+        )
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file in ``directory`` until its file system is full; return the file."""
+    filler = directory / "filler"
+    block = b"\0" * 4096
+    with filler.open("wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(block)
+        except OSError:
+            pass
+    return filler
