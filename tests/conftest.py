@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,13 +32,16 @@ def speech_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One data dir per test session with both demo models assembled and verified."""
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One data dir per test session with both demo models assembled and verified: the one copy of
+    the models in a session (servers and other data dirs link to it, see ``service_data_dir``)."""
     root = tmp_path_factory.mktemp("data")
     store = ModelStore(root / "models")
     for name in ("base", "tiny.en"):
         install_demo(store, name)
-    return root
+    yield root
+    # ~220 MB that the packages rebuild in seconds: not worth keeping, even after a failure.
+    shutil.rmtree(root / "models", ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,13 @@ a config file is an error instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import itertools
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from hushscribe.errors import ConfigError
+from hushscribe.errors import ConfigError, describe_validation_errors
 
 _toml_file: ContextVar[Path | None] = ContextVar("hushscribe_toml_file", default=None)
 
@@ -93,6 +95,14 @@ class EngineSettings(BaseModel):
         "`batched` unset.",
     )
     batch_size: int = Field(8, ge=1, le=64, description="Batch size of the batched pipeline.")
+    window_s: float = Field(
+        600.0,
+        ge=120,
+        le=4 * 3600,
+        description="Longer audio is decoded and transcribed in windows of at most this many "
+        "seconds, each cut at a pause, so a worker's memory is bounded by this setting, not by "
+        "the file (10 minutes: about 40 MB of samples).",
+    )
     language_windows: int = Field(
         5,
         ge=1,
@@ -128,6 +138,13 @@ class JobSettings(BaseModel):
         gt=0,
         description="A claimed job's lease; a worker that stops heart-beating loses the job to "
         "another worker after this long.",
+    )
+    stall_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="A job whose transcription makes no progress for this long (a native call "
+        "that hangs) is stopped from outside: its worker is killed and restarted and the job "
+        "fails with `processing_timeout`, without retry. Decoding has `audio.decode_timeout_s`.",
     )
     max_attempts: int = Field(
         3, ge=1, le=20, description="Tries per job before it fails (a crash counts as a try)."
@@ -184,23 +201,98 @@ class ServerSettings(BaseModel):
         gt=0,
         description="Longest a client may take to send a request body before it is dropped.",
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Longest a client may take to send a request's line and headers; a slower "
+        "connection is closed (with 408 if it sent part of them). Stops clients that hold "
+        "connections by sending a header line now and then.",
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description="Most client connections open at once; one more is closed as soon as it is "
+        "accepted. Lowered, with a warning, to what the open-file limit allows (2 descriptors "
+        "per connection and 256 for the rest).",
+    )
+    keep_alive_s: int = Field(
+        5,
+        ge=1,
+        le=300,
+        description="How long an idle keep-alive connection is kept open for its next request.",
+    )
+
+
+API_KEY_MIN_CHARS = 32
+"""An API key is a bearer secret that anyone on the network can try: 32 random characters are out
+of reach of guessing (``secrets.token_urlsafe(32)`` gives 43); shorter or made-up ones are not."""
+
+_PLACEHOLDER_WORDS = (
+    "changethis", "changeme", "replaceme", "replace", "placeholder", "example", "sample", "secret",
+    "password", "passwd", "apikey", "yourkey", "insecure", "default", "dummy", "test", "demo",
+    "admin", "letmein", "qwerty", "123456", "abcdef", "todo", "fixme", "xxx",
+)  # fmt: skip
+_MIN_DISTINCT_CHARS = 8  # 32 hex digits use fewer than 8 of their 16 symbols ~4e-8 of the time
+_MAX_RUN = 8  # one character 8 times in a row: "xxxxxxxx…", "sk-alice-aaaaaaaa…"
+_MIN_LEFT_WITHOUT_WORDS = 16  # letters and digits left once placeholder words are taken out
+_GENERATE = "python3 -c 'import secrets; print(\"hs-\" + secrets.token_urlsafe(32))'"
+
+
+def api_key_weakness(key: str) -> str | None:
+    """Why ``key`` is too weak to guard the API, in words that do not repeat it; None if fine."""
+    if not key.strip():
+        return "is empty"
+    if len(key) < API_KEY_MIN_CHARS:
+        return f"is too short ({len(key)} of at least {API_KEY_MIN_CHARS} characters)"
+    run = 1
+    for before, char in itertools.pairwise(key):
+        run = run + 1 if char == before else 1
+        if run >= _MAX_RUN:
+            return f"repeats one character {_MAX_RUN} or more times in a row"
+    if len(set(key)) < _MIN_DISTINCT_CHARS:
+        return f"uses only {len(set(key))} different characters"
+    rest = "".join(c for c in key.lower() if c.isalnum())
+    for word in _PLACEHOLDER_WORDS:
+        rest = rest.replace(word, "")
+    if len(rest) < _MIN_LEFT_WITHOUT_WORDS:
+        return "is a placeholder, made of words rather than random characters"
+    return None
 
 
 class AuthSettings(BaseModel):
     """Who may call the API. (Users, roles and LDAP come with the identity work; until then,
     API keys from the configuration.)"""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # inputs are secrets
 
     api_keys: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="Owner name → API key, sent as `Authorization: Bearer KEY`. Every job "
-        "belongs to the owner whose key created it.",
+        f"belongs to the owner whose key created it. A key has at least {API_KEY_MIN_CHARS} "
+        "random characters (`hs-` + `secrets.token_urlsafe(32)`, as `make serve` writes); empty, "
+        "short, repetitive and placeholder keys (`changeme`…) are refused.",
     )
     allow_anonymous: bool = Field(
         False,
         description="Serve requests without a key as owner `anonymous` (development only).",
     )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_are_strong(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        weak = [
+            f"the API key of owner {owner!r} {why}"
+            for owner, key in keys.items()
+            if (why := api_key_weakness(key.get_secret_value())) is not None
+        ]
+        if weak:
+            raise PydanticCustomError(
+                "weak_api_key",
+                "{problems}; use a random key of at least {min} characters, e.g. {generate}",
+                {"problems": "; ".join(weak), "min": API_KEY_MIN_CHARS, "generate": _GENERATE},
+            )
+        return keys
 
 
 class Settings(BaseSettings):
@@ -210,6 +302,7 @@ class Settings(BaseSettings):
         env_prefix="HUSHSCRIBE_",
         env_nested_delimiter="__",
         extra="forbid",
+        hide_input_in_errors=True,  # an error must not print an API key it was given
     )
 
     data_dir: Path = Field(
@@ -265,6 +358,11 @@ class _ConfigLocation(BaseSettings):
     config: Path | None = None
 
 
+def config_file_from_env() -> Path | None:
+    """The config file ``HUSHSCRIBE_CONFIG`` names, if it names one."""
+    return _ConfigLocation().config
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build :class:`Settings` from ``config_file`` (or ``HUSHSCRIBE_CONFIG``), env and overrides.
 
@@ -277,10 +375,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = describe_validation_errors(exc.errors())
         source = f" (config file {path})" if path else ""
         raise ConfigError(f"invalid configuration{source}: {problems}") from None
     except ValueError as exc:  # TOML syntax errors surface as ValueError subclasses

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import Any
 
@@ -90,13 +91,24 @@ def test_cancel_a_running_job(service: Service) -> None:
         while c.get(f"/v1/jobs/{job['id']}").json()["status"] != "running":
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        worker = service.worker_pids()
         cancelled = c.delete(f"/v1/jobs/{job['id']}").json()
         assert cancelled["status"] == "cancelled"
-        time.sleep(2)  # the worker learns at its next heartbeat and drops the work
+        # The worker learns at its next heartbeat and drops the work: the one worker goes on to
+        # the next job, and by the time that is done the cancelled job has had every chance to
+        # end otherwise.
+        following = submit(c, "LDC93S1.wav")
+        done, _ = wait(c, following["id"])
+        assert done["status"] == "done" and done["attempts"] == 1, done
+        assert "greasy" in c.get(f"/v1/jobs/{following['id']}/result?format=text").text.lower()
+        assert service.worker_pids() == worker, "the worker stops the job, not itself"
         after = c.get(f"/v1/jobs/{job['id']}").json()
-        assert after["status"] == "cancelled"
+        assert after["status"] == "cancelled" and after["progress"] < 1.0, after
         result = c.get(f"/v1/jobs/{job['id']}/result")
         assert result.status_code == 409 and result.json()["error"]["code"] == "job_cancelled"
+        with sqlite3.connect(service.data_dir / "hushscribe.db") as db:
+            stored = db.execute("SELECT COUNT(*) FROM results WHERE job_id = ?", (job["id"],))
+            assert stored.fetchone()[0] == 0, "a cancelled job never gets a result"
         assert not any((service.data_dir / "blobs").glob("*")), "cancelled audio is purged"
 
 

@@ -117,9 +117,15 @@ def test_readyz_follows_the_model(tmp_path: Path, data_dir: Path) -> None:
         r = httpx.get(svc.url + "/readyz")
         assert r.status_code == 503
         assert r.json()["status"] == "not ready" and r.json()["reasons"]
-        time.sleep(3)  # the worker is up and still cannot load the model
-        reasons = httpx.get(svc.url + "/readyz").json()["reasons"]
-        assert reasons == ["default model 'base' is not loaded"], reasons
+        # Until its worker is up the server waits for one; then the worker cannot load the model.
+        no_worker, no_model = ["no worker is alive"], ["default model 'base' is not loaded"]
+        deadline = time.monotonic() + 60
+        while (r := httpx.get(svc.url + "/readyz")).json()["reasons"] == no_worker:
+            assert r.status_code == 503
+            assert time.monotonic() < deadline, svc.log()
+            time.sleep(0.1)
+        assert r.status_code == 503 and r.json()["reasons"] == no_model, r.json()
+        assert [w["models"] for w in r.json()["workers"]] == [[]], r.json()
         (root / "models").symlink_to(data_dir / "models", target_is_directory=True)
         deadline = time.monotonic() + 60
         while httpx.get(svc.url + "/readyz").status_code != 200:
@@ -156,7 +162,23 @@ def test_metrics_parse_and_move(service: Service) -> None:
     assert audio_after - audio_before == pytest.approx(2.925, abs=0.05)
     assert sum(after["hushscribe_job_processing_seconds_count"].values()) >= 1
     assert after["hushscribe_model_load_seconds"][(("model", "base"),)] > 0
-    assert after["hushscribe_queue_depth"][()] >= 0
+    # The queue depth counts jobs waiting while the one worker is busy, and falls back when done.
+    with service.client() as c:
+        long = submit(c, "aeneas_de.mp3")
+        wait_running(c, long["id"])
+        busy = scrape()
+        short = [submit(c, "LDC93S1.wav")["id"] for _ in range(2)]
+        waiting = scrape()
+        assert c.get(f"/v1/jobs/{long['id']}").json()["status"] == "running", (
+            "the worker finished the 68 s file before the scrape: the depth shows nothing"
+        )
+        for job_id in (long["id"], *short):
+            assert wait(c, job_id)[0]["status"] == "done"
+    drained = scrape()
+    depth = "hushscribe_queue_depth"
+    assert waiting[depth][()] - busy[depth][()] == 2, (busy[depth], waiting[depth])
+    assert waiting["hushscribe_jobs"][(("state", "queued"),)] == waiting[depth][()]
+    assert drained[depth][()] == 0 and drained["hushscribe_jobs"][(("state", "queued"),)] == 0
     assert set(dict(k)["state"] for k in after["hushscribe_jobs"]) >= {"queued", "done", "failed"}
 
 

@@ -121,3 +121,135 @@ def test_models_commands(settings: Settings, tmp_path: Path) -> None:
     assert proc.returncode == 1 and "FAIL" in proc.stdout and "config.json" in proc.stdout
     assert hushscribe("--data-dir", str(data), "models", "remove", "t", "--yes").returncode == 0
     assert json.loads(hushscribe("--data-dir", str(data), "models", "list", "--json").stdout) == []
+
+
+# --- a new user's first minutes: the data directory, options after the command, the summary ---
+
+
+def summary_column(stdout: str, column: int) -> str:
+    """One column of the summary table, its wrapped or folded lines joined, spaces dropped."""
+    rows = [line.split("│")[1:-1] for line in stdout.splitlines() if line.count("│") >= 7]
+    return "".join(cells[column].strip() for cells in rows).replace(" ", "")
+
+
+def test_summary_names_every_output_in_full_at_80_columns(
+    settings: Settings, tmp_path: Path
+) -> None:
+    name = "board-meeting-2024-quarterly-review-kennedy-excerpt"
+    (tmp_path / f"{name}.flac").symlink_to(clip("jfk.flac").path)
+    proc = hushscribe(
+        "--data-dir", str(settings.data_dir), "transcribe", f"{name}.flac", "-m", "tiny.en",
+        "-f", "srt,txt,verbose_json", "-o", "out",
+        env={"COLUMNS": "80"}, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80, proc.stdout
+    assert "…" not in proc.stdout, proc.stdout  # nothing cut short
+    assert f"{name}.flac" in summary_column(proc.stdout, 0), proc.stdout
+    outputs = summary_column(proc.stdout, 5)
+    for written in (f"{name}.srt", f"{name}.txt", f"{name}.verbose.json"):
+        assert (tmp_path / "out" / written).is_file()
+        assert f"out/{written}" in outputs, proc.stdout
+
+
+def test_config_and_data_dir_also_after_the_command(settings: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    jfk = str(clip("jfk.flac").path)
+    proc = hushscribe(
+        "transcribe", jfk, "-m", "tiny.en", "-o", str(out), "--data-dir", str(settings.data_dir)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ask not what your country" in normalise((out / "jfk.txt").read_text(), "en")
+    rows = json.loads(
+        hushscribe("models", "list", f"--data-dir={settings.data_dir}", "--json").stdout
+    )
+    assert {r["name"] for r in rows} == {"base", "tiny.en"}
+    # After the command it wins over the same option before it, as the later one does.
+    empty = tmp_path / "empty"
+    listed = hushscribe("--data-dir", str(settings.data_dir), "models", "list", "--json",
+                        "--data-dir", str(empty))  # fmt: skip
+    assert json.loads(listed.stdout) == [], listed.stderr
+    config = tmp_path / "hushscribe.toml"
+    config.write_text(f'data_dir = "{settings.data_dir}"\n[engine]\ndefault_model = "tiny.en"\n')
+    proc = hushscribe("transcribe", jfk, "-o", str(out), "--config", str(config))
+    assert proc.returncode == 0 and "model tiny.en" in proc.stderr, proc.stderr
+    # A value that only looks like the option, after `--`, stays a file name.
+    proc = hushscribe("transcribe", "-o", str(out), "--data-dir", str(settings.data_dir),
+                      "--", "--config")  # fmt: skip
+    assert proc.returncode == 1 and "--config" in proc.stderr, proc.stderr
+
+
+def dev_checkout(root: Path, models: Path, config: str | None) -> Path:
+    """What `make serve` leaves in a checkout: ./.data with the models and (maybe) its config."""
+    (root / ".data").mkdir(parents=True)
+    (root / ".data" / "models").symlink_to(models, target_is_directory=True)
+    if config is not None:
+        (root / ".data" / "hushscribe.toml").write_text(config)
+    return root
+
+
+MAKEFILE_CONFIG = (
+    '[engine]\ndefault_model = "tiny.en"\n\n'
+    '[auth.api_keys]\nadmin = "hs-Jq7xV2mKp9LwR4tZs8NcB3hYf6DgA1uE5oXiT0vWk_"\n'
+)
+
+
+def test_the_readme_example_finds_what_make_serve_prepared(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Right after `make serve`, from the checkout, with nothing set: the models are found."""
+    repo = dev_checkout(tmp_path / "repo", settings.models_dir, MAKEFILE_CONFIG)
+    (repo / "jfk.flac").symlink_to(clip("jfk.flac").path)
+    proc = hushscribe(
+        "transcribe", "jfk.flac", "--format", "srt,txt", "--output-dir", "out/", cwd=repo
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ask not what your country" in normalise((repo / "out" / "jfk.txt").read_text(), "en")
+    assert "model tiny.en" in proc.stderr  # the config that `make serve` wrote is used
+    dev = repo / ".data"
+    assert f"data directory {dev}" in proc.stderr and "hushscribe.toml" in proc.stderr
+
+
+def test_dev_data_dir_with_models_only(settings: Settings, tmp_path: Path) -> None:
+    repo = dev_checkout(tmp_path / "repo", settings.models_dir, None)
+    rows = json.loads(hushscribe("models", "list", "--json", cwd=repo).stdout)
+    assert {r["name"] for r in rows} == {"base", "tiny.en"}
+
+
+def test_dev_data_dir_only_when_nothing_else_names_one(settings: Settings, tmp_path: Path) -> None:
+    repo = dev_checkout(tmp_path / "repo", settings.models_dir, MAKEFILE_CONFIG)
+    other = tmp_path / "other"
+    chosen: list[tuple[tuple[str, ...], dict[str, str]]] = [
+        (("--data-dir", str(other)), {}),
+        ((), {"HUSHSCRIBE_DATA_DIR": str(other)}),
+    ]
+    for args, env in chosen:
+        proc = hushscribe(*args, "models", "list", env=env, cwd=repo)
+        assert proc.returncode == 0, proc.stderr
+        assert f"No models in {other / 'models'}" in proc.stderr, proc.stderr
+        assert "data directory" not in proc.stderr
+    config = tmp_path / "elsewhere.toml"
+    config.write_text("[engine]\nbeam_size = 3\n")  # names no data_dir: the default stands
+    proc = hushscribe("--config", str(config), "models", "list", cwd=repo)
+    assert "No models in /var/lib/hushscribe/models" in proc.stderr, proc.stderr
+    # Outside a checkout nothing changes either.
+    proc = hushscribe("models", "list", cwd=tmp_path)
+    assert "No models in /var/lib/hushscribe/models" in proc.stderr, proc.stderr
+
+
+def test_serve_banner_is_one_line_in_a_narrow_terminal(tmp_path: Path) -> None:
+    """`make serve` shows where the API listens and where its data is; wrapped mid-line by the
+    console it could not be copied (nor found with grep)."""
+    from tests.service import Service, service_data_dir
+
+    root = service_data_dir(tmp_path / "a-data-directory-with-a-rather-long-name", None)
+    no_keys = {"COLUMNS": "60", "HUSHSCRIBE_AUTH__API_KEYS": "{}"}
+    svc = Service(root, env=no_keys).start(wait_ready=False)
+    try:
+        lines = svc.log().splitlines()
+        banner = f"hushscribe on http://127.0.0.1:{svc.port} — data in {root}, default model base"
+        assert banner in lines, svc.log()
+        warning = next(line for line in lines if line.startswith("No API keys"))
+        assert warning.endswith("or [auth.api_keys] in the config file."), svc.log()
+    finally:
+        assert svc.stop() == 0

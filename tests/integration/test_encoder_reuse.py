@@ -31,7 +31,11 @@ def test_unknown_language_costs_no_extra_encoder_pass(
         after = whisper.encoder_passes
     assert middle - before == 1  # one 30 s window to decode
     assert after - middle == 1  # detection and decoding share it
-    assert detected.language == language and 0.5 < detected.language_probability < 1.0
+    # Detected, not given: the options record no language. (The probability is rounded to four
+    # places; a clear clip can round to 1.0 on another processor, so it is no sign of detection.)
+    assert detected.language == language and detected.options["language"] is None
+    assert given.options["language"] == language
+    assert 0.5 < detected.language_probability <= 1.0
     assert detected.text == given.text
 
 
@@ -65,7 +69,8 @@ def test_batch_mixes_given_and_detected_languages(
         assert loaded.whisper.encoder_passes - before == 1
     assert isinstance(fr, Transcript) and isinstance(de, Transcript) and isinstance(en, Transcript)
     assert (fr.language, fr.language_probability) == ("fr", 1.0)
-    assert de.language == "de" and 0.5 < de.language_probability < 1.0
+    assert de.language == "de" and de.options["language"] is None
+    assert 0.5 < de.language_probability <= 1.0  # 0.9997 here: may round to 1.0 elsewhere
     assert "mer" in normalise(fr.text, "fr")
     assert "werbung" in normalise(de.text, "de")
     assert "ask not what your country" in normalise(en.text, "en")

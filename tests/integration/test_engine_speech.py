@@ -8,9 +8,10 @@ import pytest
 from hushscribe import audio
 from hushscribe.engine import ModelManager, make_options, transcribe
 from hushscribe.engine.language import detect_language
+from hushscribe.engine.options import VadParameters
 from hushscribe.engine.transcriber import convert_script
 from hushscribe.settings import Settings
-from hushscribe.transcript import Transcript
+from hushscribe.transcript import Transcript, Word
 from tests.speech import Clip, clip, clips, error_rate, normalise
 
 JFK = "ask not what your country can do for you"
@@ -45,8 +46,16 @@ def test_language_detection(manager: ModelManager, settings: Settings, c: Clip) 
         language, probability, probs = detect_language(
             loaded, decoded.samples, settings.engine.language_windows
         )
-    assert language == c.language, sorted(probs.items(), key=lambda kv: -kv[1])[:3]
-    assert 0.0 < probability <= 1.0
+    ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+    assert 0.0 < probability <= 1.0 and language == ranked[0][0]
+    if probability >= 0.5:  # sure: then right, on every processor
+        assert language == c.language, ranked[:3]
+    else:
+        # A few seconds of speech can leave the model torn between languages, and which close
+        # candidate wins moves with the processor's numerics (cheetah_test_es, 4 s: Greek 0.41 /
+        # Spanish 0.29 in int8 on an AMD EPYC, Spanish 0.35 / Greek 0.25 in float32). Only that
+        # the spoken language is a front runner holds everywhere.
+        assert c.language in [lang for lang, _ in ranked[:3]], ranked[:3]
 
 
 def test_detection_looks_past_the_first_window(manager: ModelManager, settings: Settings) -> None:
@@ -151,20 +160,80 @@ def test_silence_and_noise_give_no_words(manager: ModelManager, settings: Settin
             assert t.duration == 60.0
 
 
+PAD_S = 10.0
+"""Silence put before JFK in the VAD test."""
+
+
+def check_words_after_padding(words: list[Word], duration: float) -> None:
+    """What holds on every processor for JFK after ``PAD_S`` of silence: the words in order, in
+    time order, inside the speech region (widened by VAD's padding), each after the one before.
+
+    Word times themselves move with processor, thread count and load (``ask`` starts at 13.31 s
+    on an AMD EPYC, 12.49 s on an Intel Xeon), so no bound on where one word falls within the
+    speech is asserted; only what a mapping error would break: a word before the silence ends.
+    """
+    vad_pad_s = VadParameters().speech_pad_ms / 1000
+    earliest = PAD_S - vad_pad_s - 0.1  # a chunk starts at most the VAD padding (+ a window) early
+    spoken = [w.word.strip(" ,.").lower() for w in words]
+    at = spoken.index("ask")
+    assert spoken[at : at + 5] == ["ask", "not", "what", "your", "country"], spoken
+    assert at >= 3, spoken  # "and so my fellow americans" comes first
+    for w in words:
+        assert earliest <= w.start <= w.end <= duration + 0.1, (w, earliest, duration)
+    starts = [w.start for w in words]
+    assert starts == sorted(starts), starts
+    # Words of speech lie between the silence and "ask", and "ask" comes before "not".
+    assert words[0].start < words[at].start < words[at + 1].start
+    assert words[at].start > PAD_S, "without the silence added back it would start near 2.5 s"
+
+
+def _words(*timed: tuple[str, float, float], shift: float = 0.0) -> list[Word]:
+    return [
+        Word(word=f" {w}", start=s + shift, end=e + shift, probability=0.9) for w, s, e in timed
+    ]
+
+
+HEAD = [("And", 9.97, 10.53), ("so,", 10.53, 10.87), ("my", 11.09, 11.19),
+        ("fellow", 11.19, 11.55), ("Americans,", 11.55, 12.09)]  # fmt: skip
+TAIL = [("not", 13.75, 14.25), ("what", 14.25, 15.53), ("your", 15.53, 15.75),
+        ("country", 15.75, 16.23)]  # fmt: skip
+ASK_AMD, ASK_INTEL = ("ask", 13.31, 13.75), ("ask", 12.49, 13.75)  # measured
+
+
+@pytest.mark.parametrize(
+    ("words", "ok"),
+    [
+        (_words(*HEAD, ASK_AMD, *TAIL), True),
+        (_words(*HEAD, ASK_INTEL, *TAIL), True),
+        (_words(*HEAD, ASK_AMD, *TAIL, shift=-PAD_S), False),  # the silence not added back
+        (_words(*HEAD, ("ask", 13.9, 14.0), *TAIL), False),  # "ask" after "not" began
+        (_words(*HEAD, ASK_AMD, *TAIL[:2], ("your", 21.5, 21.7)), False),  # past the end
+        (_words(*HEAD[3:], ASK_AMD, TAIL[0], ("country", 15.75, 16.23)), False),  # words lost
+    ],
+    ids=["amd", "intel", "not-mapped-back", "out-of-order", "past-the-end", "words-lost"],
+)
+def test_padding_check_accepts_any_processor_and_catches_mapping_errors(
+    words: list[Word], ok: bool
+) -> None:
+    if ok:
+        check_words_after_padding(words, PAD_S + 11.0)
+    else:
+        with pytest.raises(AssertionError):
+            check_words_after_padding(words, PAD_S + 11.0)
+
+
 def test_vad_timestamps_map_back_to_the_original_audio(
     manager: ModelManager, settings: Settings
 ) -> None:
-    """Ten seconds of silence before JFK: with VAD the words still start after 10 s."""
-    import numpy as np
-
+    """Ten seconds of silence before JFK: with VAD the words still come after the silence."""
     jfk = audio.decode(clip("jfk.flac").path, settings.audio).samples
-    padded = np.concatenate([np.zeros(10 * audio.SAMPLE_RATE, np.float32), jfk])
+    padded = np.concatenate([np.zeros(int(PAD_S * audio.SAMPLE_RATE), np.float32), jfk])
     with manager.use("base") as loaded:
         t = transcribe(loaded, padded, make_options(word_timestamps=True), settings.engine)
     assert JFK in normalise(t.text, "en")
-    assert t.segments[0].start >= 9.5 and t.segments[-1].end <= 21.1
-    ask = next(w for w in t.words if w.word.strip().lower() == "ask")
-    assert 10 + 3.0 < ask.start < 10 + 5.0
+    assert t.duration == pytest.approx(PAD_S + len(jfk) / audio.SAMPLE_RATE)
+    check_words_after_padding(t.words, t.duration)
+    assert t.segments[0].start <= t.words[0].start and t.words[-1].end <= t.segments[-1].end
 
 
 def test_jobs_batched_together_keep_their_own_words(

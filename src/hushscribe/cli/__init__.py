@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from hushscribe import __version__
 from hushscribe.cli import models
@@ -15,8 +16,49 @@ from hushscribe.cli.serve import serve_cmd
 from hushscribe.cli.transcribe import transcribe_cmd
 from hushscribe.errors import HushscribeError
 
+SHARED_OPTIONS = ("--config", "--data-dir")
+"""Root options a user may also write after the command: `hushscribe transcribe x.wav --data-dir
+D` (the dev layout `make serve` makes, and what users type, put them there)."""
+_ROOT_VALUE_OPTIONS = ("-c", *SHARED_OPTIONS)
+
+
+def hoist_shared_options(args: list[str]) -> list[str]:
+    """Move ``--config``/``--data-dir`` written after the command to just before it, where the
+    root reads them (later than any given before it, so they win as the later option does).
+    Nothing after ``--`` moves."""
+    at = 0  # the command: the first word that is neither a root option nor its value
+    while at < len(args) and args[at].startswith("-"):
+        at += 2 if args[at] in _ROOT_VALUE_OPTIONS else 1
+    if at >= len(args):
+        return args
+    moved: list[str] = []
+    rest: list[str] = []
+    i = at + 1
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg in SHARED_OPTIONS and i + 1 < len(args):
+            moved += args[i : i + 2]
+            i += 2
+            continue
+        if arg.split("=", 1)[0] in SHARED_OPTIONS and "=" in arg:
+            moved.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return [*args[:at], *moved, args[at], *rest]
+
+
+class _Root(TyperGroup):
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_shared_options(args))
+
+
 app = typer.Typer(
     name="hushscribe",
+    cls=_Root,
     help="Speech-to-text that never leaves your network.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -39,13 +81,19 @@ def root(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", "-c", help="TOML config file (or HUSHSCRIBE_CONFIG).", show_default=False
+            "--config",
+            "-c",
+            help="TOML config file (or HUSHSCRIBE_CONFIG). Also after the command.",
+            show_default=False,
         ),
     ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
-            "--data-dir", help="Data directory (or HUSHSCRIBE_DATA_DIR).", show_default=False
+            "--data-dir",
+            help="Data directory (or HUSHSCRIBE_DATA_DIR; else ./.data when it holds what "
+            "`make serve` prepared; else /var/lib/hushscribe). Also after the command.",
+            show_default=False,
         ),
     ] = None,
     version: Annotated[

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -16,10 +17,13 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from hushscribe.settings import Settings, load_settings
+from hushscribe.settings import Settings, config_file_from_env, load_settings
 
 console = Console()
 err_console = Console(stderr=True)
+
+DEV_DATA_DIR = Path(".data")
+"""Where `make serve` keeps models, jobs and its config (``hushscribe.toml``), in the checkout."""
 
 
 @dataclass
@@ -31,9 +35,45 @@ class State:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            overrides = {"data_dir": self.data_dir} if self.data_dir else {}
-            self._settings = load_settings(self.config, **overrides)
+            self._settings = self._load()
         return self._settings
+
+    def _load(self) -> Settings:
+        """Settings as configured; when nothing names a data directory or config file, the dev
+        layout `make serve` made in the current directory, so the CLI finds the same models."""
+        if self.data_dir:
+            return load_settings(self.config, data_dir=self.data_dir)
+        settings = load_settings(self.config)
+        configured = (
+            self.config or config_file_from_env() or "data_dir" in settings.model_fields_set
+        )
+        found = None if configured else dev_layout(Path.cwd())
+        if found is None:
+            return settings
+        data_dir, config = found
+        settings = load_settings(config)
+        if "data_dir" not in settings.model_fields_set:
+            settings = load_settings(config, data_dir=data_dir)
+        err_console.print(
+            f"[dim]data directory {escape(str(settings.data_dir))}"
+            f"{f', config {escape(str(config))}' if config else ''} (found in the current "
+            "directory, as `make serve` left them; --data-dir or HUSHSCRIBE_DATA_DIR chooses "
+            "another)[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return settings
+
+
+def dev_layout(cwd: Path) -> tuple[Path, Path | None] | None:
+    """``(data_dir, config or None)`` of a ``./.data`` holding a config file or models."""
+    data_dir = (cwd / DEV_DATA_DIR).absolute()
+    config = data_dir / "hushscribe.toml"
+    if config.is_file():
+        return data_dir, config
+    if (data_dir / "models").is_dir():
+        return data_dir, None
+    return None
 
 
 def state(ctx: typer.Context) -> State:
