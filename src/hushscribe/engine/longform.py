@@ -29,6 +29,7 @@ from hushscribe.engine.loader import LoadedModel
 from hushscribe.engine.options import TranscribeOptions
 from hushscribe.engine.transcriber import (
     SPEECH_PER_WINDOW_S,
+    _use_batched,
     _vad_options,
     check_model_fits,
     transcribe,
@@ -131,7 +132,7 @@ def _windows(
     watch: Watch,
 ) -> Transcript:
     window = int(settings.window_s * SAMPLE_RATE)
-    batched = opts.batched if opts.batched is not None else True  # long by definition here
+    batched = _use_batched(opts, max(total_s, settings.window_s), settings)  # the whole file's
     offset = 0
     pieces: list[tuple[float, Transcript]] = []
     ended = False

@@ -53,6 +53,13 @@ read to its end; a segment is then one clip (≤ 30 s, cut at pauses by VAD). fa
 own batched pipeline defaults to the same."""
 
 
+BATCH_MIN_SILENCE_MS = 160
+"""A file decoded with the batched pipeline is cut into clips between speech regions; regions
+split at pauses this short (faster-whisper's batched default) give it places to cut. With the
+sequential default (2 s) a 30 s stretch of conversation is cut wherever 30 s fall, inside
+words: 12.5 minutes of clips lost 9 of 63 against plain batched's 6."""
+
+
 def _vad_options(options: TranscribeOptions, batched: bool) -> VadOptions | None:
     if not options.vad:
         return None
@@ -62,10 +69,19 @@ def _vad_options(options: TranscribeOptions, batched: bool) -> VadOptions | None
     return VadOptions(**params)
 
 
+def _file_vad(vad: VadOptions) -> VadOptions:
+    """VAD for one file through the batched pipeline: its own short-pause default, unless the
+    caller asked for shorter."""
+    short = min(vad.min_silence_duration_ms, BATCH_MIN_SILENCE_MS)
+    return VadOptions(**{**vars(vad), "min_silence_duration_ms": short})
+
+
 def _use_batched(options: TranscribeOptions, duration: float, settings: EngineSettings) -> bool:
     if options.batched is not None:
         return options.batched
-    return duration >= settings.batched_min_duration_s
+    return (
+        settings.batched_min_duration_s is not None and duration >= settings.batched_min_duration_s
+    )
 
 
 def _fixed_clips(n_samples: int) -> list[dict[str, float]]:
@@ -190,7 +206,8 @@ def _transcribe(
         clips = {"clip_timestamps": _fixed_clips(len(audio))} if p.vad is None else {}
         segments_iter, _ = model.batched.transcribe(
             audio, batch_size=p.opts.batch_size, without_timestamps=BATCHED_WITHOUT_TIMESTAMPS,
-            vad_filter=p.vad is not None, vad_parameters=p.vad, **clips, **p.decode_kwargs(),
+            vad_filter=p.vad is not None, vad_parameters=p.vad and _file_vad(p.vad), **clips,
+            **p.decode_kwargs(),
         )  # fmt: skip
     else:
         segments_iter, _ = model.whisper.transcribe(p.speech, vad_filter=False, **p.decode_kwargs())

@@ -177,7 +177,7 @@ class Worker:
             return False  # it fails alone, with its own error
         finally:
             self.disarm()
-        limit = min(self.settings.engine.batched_min_duration_s, self.settings.engine.window_s)
+        limit = self.settings.engine.window_s  # longer audio is transcribed in windows, alone
         return info.duration_s is not None and info.duration_s < limit
 
     def _load_default(self) -> None:
@@ -307,7 +307,7 @@ class Worker:
     def _decode_short(self, job: JobRecord, held: Held) -> Samples | None:
         """All of a job's audio, or None once it is longer than a batch takes (run it alone)."""
         watch = _Watch(self, [held])
-        limit = int(self.settings.engine.batched_min_duration_s * SAMPLE_RATE)
+        limit = int(self.settings.engine.window_s * SAMPLE_RATE)
         watch.decoding()
         with AudioReader(Path(job.blob_path), self.settings.audio, job.filename) as reader:
             blocks: list[Samples] = []
