@@ -12,7 +12,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "BENCHMARKS.md"
-ORDER = ("engine", "service", "memory", "accuracy")
+ORDER = (
+    "engine",
+    "service",
+    "memory",
+    "accuracy",
+    "longform",
+    "load_accuracy",
+    "memory_by_length",
+    "healthz",
+)
+QUICK = RESULTS / "quick"
+"""Where ``--quick`` smoke runs leave their results (ignored by git, never in the report)."""
 
 INTRO = """# Benchmarks
 
@@ -66,12 +77,18 @@ def machine() -> dict[str, Any]:
     }
 
 
-def save(name: str, payload: dict[str, Any], section: str) -> None:
-    """Keep ``payload`` as bench/results/NAME.json, the section beside it, rebuild the report."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(section)
-    DOC.write_text(report())
+def save(name: str, payload: dict[str, Any], section: str, quick: bool = False) -> None:
+    """Keep ``payload`` as bench/results/NAME.json, the section beside it, rebuild the report.
+
+    A ``quick`` (smoke) run goes to bench/results/quick/ instead and leaves the report alone."""
+    where = QUICK if quick else RESULTS
+    where.mkdir(parents=True, exist_ok=True)
+    if quick:
+        (where / ".gitignore").write_text("*\n")  # smoke results are never committed
+    (where / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (where / f"{name}.md").write_text(section)
+    if not quick:
+        DOC.write_text(report())
 
 
 def report() -> str:
@@ -87,3 +104,33 @@ def report() -> str:
 
 if __name__ == "__main__":  # python -m bench.common: rebuild the report after editing tried.md
     DOC.write_text(report())
+
+
+def bench_args(parser: Any, model: str = "base", quick_model: str = "tiny.en") -> None:
+    """The options every service benchmark takes; ``--quick`` also picks ``quick_model``."""
+    parser.add_argument("--model", default=None, help=f"default {model} ({quick_model} if --quick)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / ".data")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke run: small sizes; results in bench/results/quick/, the report untouched",
+    )  # fmt: skip
+    parser.set_defaults(_model=model, _quick_model=quick_model)
+
+
+def chosen_model(args: Any) -> str:
+    return str(args.model or (args._quick_model if args.quick else args._model))
+
+
+def machine_line(host: dict[str, Any]) -> str:
+    return (
+        f"Machine: {host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB, GPU: "
+        f"{host['gpu'] or 'none'}."
+    )
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None where b is 0 (or either is missing)."""
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 3)

@@ -38,6 +38,8 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     launcher: list[str] = field(default_factory=lambda: ["-m", "hushscribe"])
+    python: str = sys.executable
+    """The interpreter (benchmarks point it at another install to compare builds)."""
     """What runs ``serve``: the real CLI, or a test script that wraps it (see hang_serve.py)."""
 
     @property
@@ -65,7 +67,7 @@ class Service:
         )
         with self.log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, *self.launcher, "serve", "--port", str(self.port),
+                [self.python, *self.launcher, "serve", "--port", str(self.port),
                  "--log-level", "warning"],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
