@@ -157,11 +157,17 @@ class Worker:
         first = self.queue.claim(self.worker_id, jobs.lease_s, limit=1)
         for job in first:
             self.holdings.hold(job.id)
-        if not first or jobs.batch_jobs < 2 or not self._batchable(first[0]):
+        if not first or jobs.batch_jobs < 2:
             return first
-        waiting = self.queue.queued(first[0].model, limit=4 * jobs.batch_jobs)
-        ids = [j.id for j in waiting if self._batchable(j)][: jobs.batch_jobs - 1]
-        more = self.queue.claim(self.worker_id, jobs.lease_s, ids=ids, limit=len(ids))
+        try:
+            if not self._batchable(first[0]):
+                return first
+            waiting = self.queue.queued(first[0].model, limit=4 * jobs.batch_jobs)
+            ids = [j.id for j in waiting if self._batchable(j)][: jobs.batch_jobs - 1]
+            more = self.queue.claim(self.worker_id, jobs.lease_s, ids=ids, limit=len(ids))
+        except Exception:  # the job already held must still be run (or its hold never ends)
+            log.exception("could not gather a batch; running job %s alone", first[0].id)
+            return first
         for job in more:
             self.holdings.hold(job.id)
         return first + more
