@@ -95,25 +95,31 @@ def transcribe_file(
     window = int(settings.window_s * SAMPLE_RATE)
     watch.decoding()  # opening parses the container: hostile input can hang there too
     with open_reader() as reader:
-        blocks = _watched(reader.blocks(BLOCK_S * SAMPLE_RATE), watch)
-        head: list[Samples] = []
-        held = 0
-        for block in blocks:
-            head.append(block)
-            held += len(block)
-            if held > window:
-                break
-        else:  # the whole file fits in one window
-            audio = np.concatenate(head) if head else np.zeros(0, dtype=np.float32)
-            del head
+        blocks = watched(reader.blocks(BLOCK_S * SAMPLE_RATE), watch)
+        head, whole = read_head(blocks, window)
+        if whole:  # the whole file fits in one window
             watch.transcribing()
-            return transcribe(model, audio, options, settings, watch.progress)
+            return transcribe(model, head, options, settings, watch.progress)
         total = reader.info.duration_s or 0.0
         opts = _with_language(model, open_reader, options, settings, total, watch)
-        return _windows(model, np.concatenate(head), blocks, opts, settings, total, watch)
+        return _windows(model, head, blocks, opts, settings, total, watch)
 
 
-def _watched(blocks: Iterator[Samples], watch: Watch) -> Iterator[Samples]:
+def read_head(blocks: Iterator[Samples], limit: int) -> tuple[Samples, bool]:
+    """Audio from ``blocks`` until more than ``limit`` samples are held or the file ends; and
+    whether it ended (the head is then the whole file)."""
+    head: list[Samples] = []
+    held = 0
+    for block in blocks:
+        head.append(block)
+        held += len(block)
+        if held > limit:
+            return np.concatenate(head), False
+    return (np.concatenate(head) if head else np.zeros(0, dtype=np.float32)), True
+
+
+def watched(blocks: Iterator[Samples], watch: Watch) -> Iterator[Samples]:
+    """``blocks``, telling ``watch`` before each one is decoded (it may raise to stop)."""
     while True:
         watch.decoding()
         block = next(blocks, None)
@@ -223,7 +229,7 @@ def _spread_spans(
     position = 0
     watch.decoding()
     with open_reader() as reader:
-        for block in _watched(reader.blocks(BLOCK_S * SAMPLE_RATE), watch):
+        for block in watched(reader.blocks(BLOCK_S * SAMPLE_RATE), watch):
             end = position + len(block)
             for k, s in enumerate(starts):
                 lo, hi = max(s, position), min(s + span, end)

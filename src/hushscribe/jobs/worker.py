@@ -21,12 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from hushscribe.audio import SAMPLE_RATE, AudioReader, Samples, probe
 from hushscribe.engine import LoadedModel, ModelManager, TranscribeOptions
 from hushscribe.engine.batch import Item, transcribe_many
-from hushscribe.engine.longform import BLOCK_S, transcribe_file
+from hushscribe.engine.longform import BLOCK_S, read_head, transcribe_file, watched
 from hushscribe.errors import HushscribeError, InsufficientStorage, is_storage_full
 from hushscribe.jobs.holding import Held, Holdings
 from hushscribe.jobs.queue import JobQueue, JobRecord, make_engine
@@ -316,16 +314,9 @@ class Worker:
         limit = int(self.settings.engine.window_s * SAMPLE_RATE)
         watch.decoding()
         with AudioReader(Path(job.blob_path), self.settings.audio, job.filename) as reader:
-            blocks: list[Samples] = []
-            held_samples = 0
-            for block in reader.blocks(BLOCK_S * SAMPLE_RATE):
-                blocks.append(block)
-                held_samples += len(block)
-                if held_samples >= limit:
-                    return None
-                watch.decoding()
+            head, whole = read_head(watched(reader.blocks(BLOCK_S * SAMPLE_RATE), watch), limit)
         self.disarm()
-        return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+        return head if whole else None
 
     def _transcribe_together(
         self, together: list[tuple[JobRecord, Samples, TranscribeOptions]]
