@@ -5,6 +5,10 @@ set -euo pipefail
 need=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v make >/dev/null || need+=(make)
+# Tests start real servers and real network namespaces: slapd (LDAP), iproute2 (ip netns).
+command -v slapd >/dev/null || [ -x /usr/sbin/slapd ] || need+=(slapd)
+command -v ldapadd >/dev/null || need+=(ldap-utils)
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing system packages: ${need[*]} — install them (sudo apt-get install ${need[*]})" >&2
@@ -12,6 +16,11 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # slapd's package configures a system directory of its own: none is wanted (tests run their
+  # own slapd on a free port), so its post-install questions take their defaults.
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if [[ " ${need[*]} " == *" slapd "* ]]; then
+    service slapd stop >/dev/null 2>&1 || pkill -x slapd || true
+  fi
   echo "installed: ${need[*]}"
 fi

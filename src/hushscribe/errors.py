@@ -233,6 +233,66 @@ class HeadersTooLarge(InvalidRequest):
     status = 431
 
 
+# --- identity and access ----------------------------------------------------------------------
+
+
+class Forbidden(HushscribeError):
+    """Authenticated, but this principal may not do this."""
+
+    code = "forbidden"
+    status = 403
+    type = "permission_error"
+
+
+class AddressNotAllowed(Forbidden):
+    """The client's address is outside ``network.allow``."""
+
+    code = "address_not_allowed"
+
+
+class CsrfFailed(Forbidden):
+    """A cookie-authenticated change without the session's CSRF token."""
+
+    code = "csrf_failed"
+
+
+class InvalidCredentials(Unauthorized):
+    """Wrong user name or password: one message for both, so names cannot be probed."""
+
+    code = "invalid_credentials"
+
+
+class TooManyAttempts(HushscribeError):
+    code = "too_many_attempts"
+    status = 429
+    type = "rate_limit_error"
+
+
+class DirectoryUnavailable(HushscribeError):
+    """The LDAP directory cannot be reached: sign-in fails closed."""
+
+    code = "directory_unavailable"
+    status = 503
+    type = "server_error"
+
+
+class UserNotFound(HushscribeError):
+    code = "user_not_found"
+    status = 404
+    type = "invalid_request_error"
+
+
+class UserExists(InvalidRequest):
+    code = "user_exists"
+    status = 409
+
+
+class KeyNotFound(HushscribeError):
+    code = "key_not_found"
+    status = 404
+    type = "invalid_request_error"
+
+
 def describe_validation_errors(errors: Iterable[Mapping[str, Any]]) -> str:
     """Pydantic's errors (``exc.errors()``) as one line: ``loc: msg; loc: msg``."""
     return "; ".join(

@@ -8,13 +8,17 @@ a config file is an error instead of a silently ignored setting.
 
 from __future__ import annotations
 
-import itertools
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +27,27 @@ from pydantic_settings import (
 )
 
 from hushscribe.errors import ConfigError, describe_validation_errors
+from hushscribe.settings_access import (
+    API_KEY_MIN_CHARS,
+    AuthSettings,
+    LdapSettings,
+    NetworkSettings,
+    Role,
+    Scope,
+    api_key_weakness,
+)
+
+__all__ = [
+    "API_KEY_MIN_CHARS",
+    "AuthSettings",
+    "LdapSettings",
+    "NetworkSettings",
+    "Role",
+    "Scope",
+    "Settings",
+    "api_key_weakness",
+    "load_settings",
+]
 
 _toml_file: ContextVar[Path | None] = ContextVar("hushscribe_toml_file", default=None)
 
@@ -226,77 +251,23 @@ class ServerSettings(BaseModel):
         le=300,
         description="How long an idle keep-alive connection is kept open for its next request.",
     )
-
-
-API_KEY_MIN_CHARS = 32
-"""An API key is a bearer secret that anyone on the network can try: 32 random characters are out
-of reach of guessing (``secrets.token_urlsafe(32)`` gives 43); shorter or made-up ones are not."""
-
-_PLACEHOLDER_WORDS = (
-    "changethis", "changeme", "replaceme", "replace", "placeholder", "example", "sample", "secret",
-    "password", "passwd", "apikey", "yourkey", "insecure", "default", "dummy", "test", "demo",
-    "admin", "letmein", "qwerty", "123456", "abcdef", "todo", "fixme", "xxx",
-)  # fmt: skip
-_MIN_DISTINCT_CHARS = 8  # 32 hex digits use fewer than 8 of their 16 symbols ~4e-8 of the time
-_MAX_RUN = 8  # one character 8 times in a row: "xxxxxxxx…", "sk-alice-aaaaaaaa…"
-_MIN_LEFT_WITHOUT_WORDS = 16  # letters and digits left once placeholder words are taken out
-_GENERATE = "python3 -c 'import secrets; print(\"hs-\" + secrets.token_urlsafe(32))'"
-
-
-def api_key_weakness(key: str) -> str | None:
-    """Why ``key`` is too weak to guard the API, in words that do not repeat it; None if fine."""
-    if not key.strip():
-        return "is empty"
-    if len(key) < API_KEY_MIN_CHARS:
-        return f"is too short ({len(key)} of at least {API_KEY_MIN_CHARS} characters)"
-    run = 1
-    for before, char in itertools.pairwise(key):
-        run = run + 1 if char == before else 1
-        if run >= _MAX_RUN:
-            return f"repeats one character {_MAX_RUN} or more times in a row"
-    if len(set(key)) < _MIN_DISTINCT_CHARS:
-        return f"uses only {len(set(key))} different characters"
-    rest = "".join(c for c in key.lower() if c.isalnum())
-    for word in _PLACEHOLDER_WORDS:
-        rest = rest.replace(word, "")
-    if len(rest) < _MIN_LEFT_WITHOUT_WORDS:
-        return "is a placeholder, made of words rather than random characters"
-    return None
-
-
-class AuthSettings(BaseModel):
-    """Who may call the API. (Users, roles and LDAP come with the identity work; until then,
-    API keys from the configuration.)"""
-
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # inputs are secrets
-
-    api_keys: dict[str, SecretStr] = Field(
-        default_factory=dict,
-        description="Owner name → API key, sent as `Authorization: Bearer KEY`. Every job "
-        f"belongs to the owner whose key created it. A key has at least {API_KEY_MIN_CHARS} "
-        "random characters (`hs-` + `secrets.token_urlsafe(32)`, as `make serve` writes); empty, "
-        "short, repetitive and placeholder keys (`changeme`…) are refused.",
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate (chain) to serve HTTPS with; `hushscribe tls self-signed` "
+        "writes one for a first install. Browsers allow the microphone only over HTTPS (or on "
+        "localhost). Set together with `tls_key`.",
     )
-    allow_anonymous: bool = Field(
-        False,
-        description="Serve requests without a key as owner `anonymous` (development only).",
-    )
+    tls_key: Path | None = Field(None, description="PEM private key of `tls_cert`.")
 
-    @field_validator("api_keys")
-    @classmethod
-    def _keys_are_strong(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        weak = [
-            f"the API key of owner {owner!r} {why}"
-            for owner, key in keys.items()
-            if (why := api_key_weakness(key.get_secret_value())) is not None
-        ]
-        if weak:
-            raise PydanticCustomError(
-                "weak_api_key",
-                "{problems}; use a random key of at least {min} characters, e.g. {generate}",
-                {"problems": "; ".join(weak), "min": API_KEY_MIN_CHARS, "generate": _GENERATE},
-            )
-        return keys
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("server.tls_cert and server.tls_key are set together or not at all")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
 
 class Settings(BaseSettings):
@@ -318,6 +289,9 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings, description="Queue and workers.")
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API access.")
+    network: NetworkSettings = Field(
+        default_factory=NetworkSettings, description="Source-address allowlist."
+    )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL of the job database; default SQLite at "

@@ -21,6 +21,7 @@ from typing import Any, Final
 from sqlalchemy import ColumnElement, Connection, Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from hushscribe.db import writing
 from hushscribe.jobs.tables import (
     DONE,
     ERROR_CODE_MAX,
@@ -30,7 +31,6 @@ from hushscribe.jobs.tables import (
     JobRecord,
     jobs,
     results,
-    writing,
 )
 
 WORKER_LOST: Final = "worker_lost"

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from sqlalchemy import JSON, Column, Engine, Float, Integer, String, Table, delete, insert, select
 from sqlalchemy import update as sql_update
 
-from hushscribe.jobs.tables import WORKER_ID_MAX, metadata
+from hushscribe.db import metadata
+from hushscribe.jobs.tables import WORKER_ID_MAX
 
 workers = Table(
     "workers",

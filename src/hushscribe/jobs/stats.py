@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import Column, Engine, Float, String, Table, select, update
 from sqlalchemy.exc import IntegrityError
 
-from hushscribe.jobs.tables import metadata
+from hushscribe.db import metadata
 
 stats = Table(
     "stats",

@@ -8,13 +8,9 @@ no time-zone conversion, and lease arithmetic (``now + lease``) in plain SQL.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -22,20 +18,16 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
-    Connection,
-    Engine,
     Float,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
-    create_engine,
-    event,
-    make_url,
 )
+
+from hushscribe.db import metadata
 
 QUEUED: Final = "queued"
 RUNNING: Final = "running"
@@ -59,8 +51,6 @@ ERROR_CODE_MAX: Final = 64
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
-
-metadata = MetaData()
 
 jobs = Table(
     "jobs",
@@ -119,14 +109,6 @@ results = Table(
 )
 
 
-# How long an SQLite connection waits for another process's write lock before failing. Claims and
-# updates hold the lock for milliseconds; 30 s rides out a slow disk without hanging forever.
-SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
-
-IMMEDIATE: Final = "hushscribe_sqlite_immediate"
-"""Execution option: begin this connection's transactions with ``BEGIN IMMEDIATE`` on SQLite."""
-
-
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     """One row of ``jobs``, as read. Times are epoch seconds (UTC)."""
@@ -166,71 +148,6 @@ class JobRecord:
         return cls(**dict(row))
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create the engine for ``url`` and the tables if they are missing.
-
-    SQLite gets WAL (readers never block the writer), ``synchronous=FULL`` (a committed job
-    survives power loss), a busy timeout, enforced foreign keys, and transactions that this module
-    begins itself so that writes can use ``BEGIN IMMEDIATE``.
-    """
-    if make_url(url).get_backend_name() == "sqlite":
-        _private_database_file(make_url(url).database)
-        engine = create_engine(url, **kwargs)
-        _configure_sqlite(engine)
-    else:  # a server database: connections can die between uses, so test them on checkout
-        engine = create_engine(url, pool_pre_ping=True, **kwargs)
-    metadata.create_all(engine)
-    return engine
-
-
-def _private_database_file(database: str | None) -> None:
-    """Create the SQLite file readable by this user only (0600), or make an existing one so: it
-    holds every owner's transcripts and file names. SQLite gives the ``-wal`` and ``-shm`` files
-    it creates the main file's mode; those left by an older version are tightened too."""
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return  # in memory, or a URI whose options say where and how
-    if not Path(database).exists():
-        # Never open (and close) a file SQLite may already hold in this process: closing any
-        # descriptor of it drops every POSIX lock the process has on it, SQLite's included,
-        # and readers then see stale pages. Only a missing file is created here.
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(database, flags, 0o600))  # an empty file is a new database
-    for path in (database, f"{database}-wal", f"{database}-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            Path(path).chmod(0o600)
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Stop the sqlite3 module from issuing its own BEGIN; the "begin" hook below does it.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = FULL")
-            cursor.execute("PRAGMA foreign_keys = ON")
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get(IMMEDIATE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
 def new_job_id() -> str:
     """128 random bits as 32 hex characters."""
     return secrets.token_hex(16)
-
-
-@contextmanager
-def writing(engine: Engine) -> Iterator[Connection]:
-    """A writing transaction: ``BEGIN IMMEDIATE`` on SQLite (no lock upgrade can fail half-way
-    with "database is locked"), a plain one elsewhere. Commits on success, rolls back on error."""
-    with engine.connect() as conn:
-        conn.execution_options(**{IMMEDIATE: True})
-        with conn.begin():
-            yield conn

@@ -1,0 +1,1 @@
+"""Who may do what, from where: network allowlist, users, keys, sessions, LDAP, TLS."""
