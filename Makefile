@@ -24,20 +24,19 @@ install-dev: $(VENV)/.installed-dev   ## everything the tests and checks need
 models: $(VENV)/.installed-runtime    ## assemble and verify the demo models in $(HUSHSCRIBE_DATA_DIR)
 	$(HUSHSCRIBE) models install-demo
 
-# The API on 127.0.0.1:8000 with the demo base model. First run writes a config file holding a
-# random API key for owner "admin" (mode 600) and prints how to use it.
+# The API on 127.0.0.1:8000 with the demo base model. The first start creates the user `admin`
+# and an API key for it and prints both once (only hashes are stored): the password signs in to
+# the page, the key is for API clients. Later starts print neither.
 DEV_CONFIG := $(HUSHSCRIBE_DATA_DIR)/hushscribe.toml
 $(DEV_CONFIG):
 	@mkdir -p $(HUSHSCRIBE_DATA_DIR)
-	@umask 077; key=$$($(PY) -c 'import secrets; print("hs-" + secrets.token_urlsafe(32))'); \
-	printf '[engine]\ndefault_model = "base"\n\n[auth.api_keys]\nadmin = "%s"\n' "$$key" > $@
-	@echo "wrote $@ (API key for owner 'admin')"
+	@umask 077; printf '[engine]\ndefault_model = "base"\n' > $@
+	@echo "wrote $@"
 
 serve: models $(DEV_CONFIG)            ## install, prepare the demo models, serve on 127.0.0.1:8000
-	@key=$$(sed -n 's/^admin = "\(.*\)"/\1/p' $(DEV_CONFIG)); \
-	echo; echo "API key: $$key   (in $(DEV_CONFIG))"; \
-	echo "Try:  curl -H 'Authorization: Bearer '$$key -F file=@../shared/speech/en_misc/jfk.flac http://127.0.0.1:8000/v1/audio/transcriptions"; echo
-	$(HUSHSCRIBE) --config $(DEV_CONFIG) serve
+	@echo; echo "Try:  curl -H \"Authorization: Bearer \$$HUSHSCRIBE_KEY\" -F file=@../shared/speech/en_misc/jfk.flac http://127.0.0.1:8000/v1/audio/transcriptions"; \
+	echo "      (HUSHSCRIBE_KEY: the API key printed at the first start; more with .venv/bin/hushscribe keys create --user admin --name NAME)"; echo
+	$(HUSHSCRIBE) --config $(DEV_CONFIG) serve --first-run-key
 
 test: install-dev                    ## the whole suite, real models on real speech
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -55,6 +55,7 @@ def main() -> None:
                 "HUSHSCRIBE_JOBS__WORKERS": "0",
                 "HUSHSCRIBE_JOBS__LEASE_S": "30",
                 "HUSHSCRIBE_ENGINE__DEVICE": args.device,
+                "HUSHSCRIBE_NETWORK__METRICS_ALLOW": '["127.0.0.0/8"]',  # the scrape below
             },
         )
         started = time.perf_counter()

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -22,6 +23,11 @@ KEYS = {
     "alice": "sk-alice-" + "Ux4bQ9rT2mW7yZ1cV6nH3kJ8pL5dF0gS",
     "bob": "sk-bob-" + "Rk2nB7vX4qT9mC1zL6wP3hY8sD5gF0jN",
 }
+LOOPBACK_CLIENT = ("127.0.0.1", 50000)
+"""The peer address in-process tests (TestClient) speak from: inside the default allowlist."""
+
+ADMIN_PASSWORD = "correct horse battery staple 7Qx"
+"""The first admin's password in every test server (``HUSHSCRIBE_ADMIN_PASSWORD``)."""
 
 
 def free_port() -> int:
@@ -34,6 +40,12 @@ def free_port() -> int:
 class Service:
     data_dir: Path
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    """Where it listens and where clients reach it (tests of source addresses bind elsewhere)."""
+    scheme: str = "http"
+    verify: str | bool = True
+    """What clients check the server's certificate against: the system's CAs, or a CA file (a
+    self-signed certificate)."""
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -41,15 +53,40 @@ class Service:
     python: str = sys.executable
     """The interpreter (benchmarks point it at another install to compare builds)."""
     """What runs ``serve``: the real CLI, or a test script that wraps it (see hang_serve.py)."""
+    serve_args: list[str] = field(default_factory=list)
+    """More ``serve`` options, after the ones every test server gets (e.g. ``--first-run-key``)."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    def tls_verify(self) -> ssl.SSLContext | bool:
+        """``verify`` as httpx takes it (it deprecates a path)."""
+        if isinstance(self.verify, str):
+            return ssl.create_default_context(cafile=self.verify)
+        return self.verify
 
     def client(self, owner: str = "alice", **kw: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {KEYS[owner]}"} if owner else {}
         kw.setdefault("timeout", 120)
+        kw.setdefault("verify", self.tls_verify())
         return httpx.Client(base_url=self.url, headers=headers, **kw)
+
+    def admin(self, **kw: Any) -> httpx.Client:
+        """A client signed in as the first admin (a browser session: cookie + CSRF header)."""
+        return self.signed_in("admin", ADMIN_PASSWORD, **kw)
+
+    def signed_in(self, username: str, password: str, **kw: Any) -> httpx.Client:
+        """A client with the session cookie and CSRF header of a fresh sign-in (not yet opened:
+        use it in a ``with``)."""
+        kw.setdefault("timeout", 120)
+        kw.setdefault("verify", self.tls_verify())
+        with httpx.Client(base_url=self.url, **kw) as login:
+            r = login.post("/v1/auth/login", json={"username": username, "password": password})
+            r.raise_for_status()
+            cookies = login.cookies
+        headers = {"X-CSRF-Token": r.json()["csrf_token"]}
+        return httpx.Client(base_url=self.url, cookies=cookies, headers=headers, **kw)
 
     def start(self, wait_ready: bool = True, timeout: float = 90) -> Service:
         self.log_path = self.data_dir / f"serve-{self.port}-{int(time.time() * 1000)}.log"
@@ -58,6 +95,7 @@ class Service:
             {
                 "HUSHSCRIBE_DATA_DIR": str(self.data_dir),
                 "HUSHSCRIBE_AUTH__API_KEYS": json.dumps(KEYS),
+                "HUSHSCRIBE_ADMIN_PASSWORD": ADMIN_PASSWORD,
                 "HUSHSCRIBE_JOBS__LEASE_S": "3",
                 "HUSHSCRIBE_JOBS__POLL_INTERVAL_S": "0.05",
                 "HUSHSCRIBE_ENGINE__CPU_THREADS": "2",
@@ -67,8 +105,8 @@ class Service:
         )
         with self.log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [self.python, *self.launcher, "serve", "--port", str(self.port),
-                 "--log-level", "warning"],
+                [self.python, *self.launcher, "serve", "--host", self.host,
+                 "--port", str(self.port), "--log-level", "warning", *self.serve_args],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -76,7 +114,11 @@ class Service:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                r = httpx.get(self.url + ("/readyz" if wait_ready else "/healthz"), timeout=2)
+                r = httpx.get(
+                    self.url + ("/readyz" if wait_ready else "/healthz"),
+                    timeout=2,
+                    verify=self.tls_verify(),
+                )
                 if r.status_code == 200:
                     return self
             except httpx.HTTPError:

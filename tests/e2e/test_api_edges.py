@@ -29,7 +29,7 @@ from tests.e2e.test_api_limits import (
     _read_response,
     _upload_head,
 )
-from tests.service import KEYS, Service, free_port, service_data_dir
+from tests.service import KEYS, LOOPBACK_CLIENT, Service, free_port, service_data_dir
 from tests.speech import clip
 from tests.tmpfs import small_tmpfs
 
@@ -173,7 +173,9 @@ def test_new_or_loose_data_dirs_are_made_private(tmp_path: Path) -> None:
     fresh = tmp_path / "new" / "data"
     for data in (loose, fresh):
         settings = load_settings(None, data_dir=data, auth={"api_keys": KEYS})
-        with TestClient(create_app(settings, start_workers=False)) as client:
+        with TestClient(
+            create_app(settings, start_workers=False), client=LOOPBACK_CLIENT
+        ) as client:
             assert client.get("/v1/jobs", headers=AUTH).status_code == 200
             assert _mode(data) == 0o700, data
             assert {name: _mode(data / name) for name in DB_FILES} == dict.fromkeys(DB_FILES, 0o600)
@@ -310,7 +312,7 @@ def test_queue_cap_holds_when_uploads_race(no_workers: tuple[int, Path]) -> None
 @pytest.fixture
 def app_client(tmp_path: Path) -> Iterator[TestClient]:
     settings = load_settings(None, data_dir=tmp_path / "data", auth={"api_keys": KEYS})
-    with TestClient(create_app(settings, start_workers=False)) as client:
+    with TestClient(create_app(settings, start_workers=False), client=LOOPBACK_CLIENT) as client:
         yield client
 
 
@@ -334,5 +336,6 @@ def test_v1_answers_401_without_a_key_whatever_the_path_or_method(app_client: Te
     # With a key, the answers say what they did before.
     assert app_client.get("/v1/nope", headers=AUTH).status_code == 404
     assert app_client.put("/v1/models", headers=AUTH).status_code == 405
-    assert app_client.get("/nope").status_code == 404  # outside /v1 nothing changes
+    assert app_client.get("/nope").status_code == 401  # outside /v1 the same: only public
+    assert app_client.get("/nope", headers=AUTH).status_code == 404  # paths answer without
     assert app_client.get("/healthz").status_code == 200

@@ -75,7 +75,9 @@ def test_worker_killed_mid_job(fresh: Any) -> None:
         )
         assert results_for(svc.data_dir, job["id"]) == 1
         assert svc.worker_pids() and svc.worker_pids() != [worker]
-        metrics = {m.name: m for m in text_string_to_metric_families(c.get("/metrics").text)}
+        with svc.admin() as admin:
+            scraped = admin.get("/metrics").text
+        metrics = {m.name: m for m in text_string_to_metric_families(scraped)}
         assert metrics["hushscribe_worker_restarts"].samples[0].value == 1
 
 
@@ -125,7 +127,10 @@ def test_readyz_follows_the_model(tmp_path: Path, data_dir: Path) -> None:
             assert time.monotonic() < deadline, svc.log()
             time.sleep(0.1)
         assert r.status_code == 503 and r.json()["reasons"] == no_model, r.json()
-        assert [w["models"] for w in r.json()["workers"]] == [[]], r.json()
+        assert "workers" not in r.json()  # public: no host names
+        with svc.admin() as admin:
+            workers = admin.get("/v1/status").json()["workers"]
+        assert [w["models"] for w in workers] == [[]], workers
         (root / "models").symlink_to(data_dir / "models", target_is_directory=True)
         deadline = time.monotonic() + 60
         while httpx.get(svc.url + "/readyz").status_code != 200:
@@ -138,7 +143,8 @@ def test_readyz_follows_the_model(tmp_path: Path, data_dir: Path) -> None:
 
 def test_metrics_parse_and_move(service: Service) -> None:
     def scrape() -> dict[str, dict[tuple[str, ...], float]]:
-        text = httpx.get(service.url + "/metrics").text
+        with service.admin() as admin:
+            text = admin.get("/metrics").text
         out: dict[str, dict[tuple[str, ...], float]] = {}
         for family in text_string_to_metric_families(text):
             for s in family.samples:

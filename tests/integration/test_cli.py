@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -243,13 +244,16 @@ def test_serve_banner_is_one_line_in_a_narrow_terminal(tmp_path: Path) -> None:
     from tests.service import Service, service_data_dir
 
     root = service_data_dir(tmp_path / "a-data-directory-with-a-rather-long-name", None)
-    no_keys = {"COLUMNS": "60", "HUSHSCRIBE_AUTH__API_KEYS": "{}"}
-    svc = Service(root, env=no_keys).start(wait_ready=False)
+    narrow = {"COLUMNS": "60", "HUSHSCRIBE_ADMIN_PASSWORD": ""}
+    svc = Service(root, env=narrow, serve_args=["--first-run-key"]).start(wait_ready=False)
     try:
         lines = svc.log().splitlines()
         banner = f"hushscribe on http://127.0.0.1:{svc.port} — data in {root}, default model base"
         assert banner in lines, svc.log()
-        warning = next(line for line in lines if line.startswith("No API keys"))
-        assert warning.endswith("or [auth.api_keys] in the config file."), svc.log()
+        # The first start's password and key are copied from the terminal: whole on their line.
+        password = next(line for line in lines if line.startswith("  password: "))
+        assert re.fullmatch(r"  password: \S{24}   \(shown once; .*`\)", password), password
+        key = next(line for line in lines if line.startswith("  API key:  "))
+        assert re.fullmatch(r"  API key:  hs_[\w-]{43}   \(shown once; .*`\)", key), key
     finally:
         assert svc.stop() == 0

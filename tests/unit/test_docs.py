@@ -35,6 +35,23 @@ def test_readme_commands_exist() -> None:
     options += "--beam-size --initial-prompt --hotwords --zh-script --batched"
     for option in options.split():
         assert option in transcribe_help
+    for group, commands in (
+        ("users", "add list disable enable passwd role"),
+        ("keys", "create list revoke"),
+        ("tls", "self-signed"),
+    ):
+        group_help = runner.invoke(app, [group, "--help"], env={"COLUMNS": "200"}).output
+        for command in commands.split():
+            assert command in group_help, (group, command)
+
+
+def test_security_doc_lists_every_public_route() -> None:
+    from hushscribe.api.access import PUBLIC_PATHS
+
+    text = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    for path in PUBLIC_PATHS:
+        assert f"`{path}`" in text or path == "/v1/auth/login", path
+    assert "`POST /v1/auth/login`" in text
 
 
 def test_benchmarks_doc_is_what_the_results_make() -> None:

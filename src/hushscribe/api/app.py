@@ -6,12 +6,22 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from hushscribe import __version__
-from hushscribe.api import errors, housekeeping, routes_audio, routes_jobs, routes_ops
-from hushscribe.api.auth_gate import AuthGate
+from hushscribe.api import (
+    errors,
+    housekeeping,
+    routes_admin,
+    routes_audio,
+    routes_auth,
+    routes_jobs,
+    routes_ops,
+)
+from hushscribe.api.access import AccessGate, Authenticator, authorize
+from hushscribe.api.headers import SecurityHeaders
 from hushscribe.api.metrics import Metrics, MetricsMiddleware
+from hushscribe.api.network_gate import NetworkGate
 from hushscribe.api.waiters import Waiters
 from hushscribe.fsutil import private_dir
 from hushscribe.jobs.blobs import BlobStore
@@ -19,6 +29,10 @@ from hushscribe.jobs.queue import JobQueue, make_engine
 from hushscribe.jobs.registry import WorkerRegistry
 from hushscribe.jobs.stats import Stats
 from hushscribe.jobs.supervisor import Supervisor
+from hushscribe.security.keys import KeyStore
+from hushscribe.security.passwords import warm_up
+from hushscribe.security.signin import SignIn
+from hushscribe.security.users import UserStore
 from hushscribe.settings import Settings
 
 
@@ -63,6 +77,7 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
         docs_url=None,  # API docs are off: they load assets from outside and describe the surface
         redoc_url=None,
         openapi_url=None,
+        dependencies=[Depends(authorize)],  # every route's access rule, from access.POLICY
     )
     app.state.settings = settings
     app.state.queue = JobQueue(engine, ended_ttl_s=settings.jobs.result_ttl_s)
@@ -72,11 +87,21 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
     app.state.metrics = metrics
     app.state.waiters = Waiters()
     app.state.notify_work = _nothing  # replaced by the workers' wake-up when they run here
+    app.state.users = UserStore(engine, settings.auth)
+    app.state.keys = KeyStore(engine)
+    app.state.signin = SignIn(app.state.users, settings.auth)
+    warm_up()  # the dummy hash: the first failed sign-in is no faster than the others
     metrics.watch_jobs(app.state.queue, app.state.stats)
     errors.install(app)
     app.include_router(routes_ops.router)
     app.include_router(routes_audio.router)
     app.include_router(routes_jobs.router)
-    app.add_middleware(AuthGate)
+    app.include_router(routes_auth.router)
+    app.include_router(routes_admin.router)
+    # Outermost last: headers on every answer → source address → metrics → credentials.
+    authenticator = Authenticator(settings, app.state.users, app.state.keys, app.state.signin)
+    app.add_middleware(AccessGate, authenticator=authenticator)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(NetworkGate, settings=settings)
+    app.add_middleware(SecurityHeaders, tls=settings.server.tls)
     return app

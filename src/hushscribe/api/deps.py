@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from hushscribe.errors import Unauthorized
+from hushscribe.api.access import get_principal
 from hushscribe.jobs.blobs import BlobStore
 from hushscribe.jobs.queue import JobQueue
+from hushscribe.security.keys import KeyStore
+from hushscribe.security.users import UserStore
 from hushscribe.settings import Settings
 
 
@@ -29,27 +29,19 @@ def get_blobs(request: Request) -> BlobStore:
     return blobs
 
 
-def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
+def get_users(request: Request) -> UserStore:
+    users: UserStore = request.app.state.users
+    return users
+
+
+def get_keys(request: Request) -> KeyStore:
+    keys: KeyStore = request.app.state.keys
+    return keys
 
 
 def get_owner(request: Request) -> str:
-    """The owner a request acts for, from its API key. Every key is compared, in constant time,
-    so the answer and its timing do not depend on which key (if any) was close."""
-    settings = get_settings(request)
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    owner = None
-    if scheme.lower() == "bearer" and token:
-        presented = _digest(token.strip())
-        for name, key in settings.auth.api_keys.items():
-            if hmac.compare_digest(presented, _digest(key.get_secret_value())):
-                owner = name
-    if owner is not None:
-        return owner
-    if settings.auth.allow_anonymous and not header:
-        return "anonymous"
-    raise Unauthorized("missing or invalid API key; send `Authorization: Bearer KEY`")
+    """The user id a request acts for: the owner of the jobs it creates and may read."""
+    return get_principal(request).user_id
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from hushscribe.api.deps import BlobsDep, Owner, QueueDep, SettingsDep, get_owner
+from hushscribe.api.access import Caller
+from hushscribe.api.deps import BlobsDep, Owner, QueueDep, SettingsDep
 from hushscribe.api.routes_audio import failed_job_response, rendered
 from hushscribe.api.submit import accept_upload, enqueue
 from hushscribe.api.views import job_view
 from hushscribe.errors import InvalidOption, JobNotDone, JobNotFound
 from hushscribe.transcript import FORMATS
 
-router = APIRouter(prefix="/v1/jobs", dependencies=[Depends(get_owner)], tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 MAX_PAGE = 100
 
@@ -38,13 +39,13 @@ async def submit(
 
 @router.get("")
 def list_jobs(
-    owner: Owner,
+    who: Caller,
     queue: QueueDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
-    """The caller's jobs, newest first; pass ``after=<last id>`` for the next page."""
-    page = queue.list(owner, limit=limit + 1, after=after)
+    """The caller's jobs (an admin's: everyone's), newest first; ``after=<last id>`` pages on."""
+    page = queue.list(who, limit=limit + 1, after=after)
     data = [job_view(j) for j in page[:limit]]
     return {
         "object": "list",
@@ -55,8 +56,8 @@ def list_jobs(
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, owner: Owner, queue: QueueDep) -> dict[str, Any]:
-    job = queue.get(job_id, owner)
+def get_job(job_id: str, who: Caller, queue: QueueDep) -> dict[str, Any]:
+    job = queue.get(job_id, who)
     if job is None:
         raise _not_found(job_id)
     return job_view(job)
@@ -71,7 +72,7 @@ def get_result(
 ) -> Response:
     if format not in (*FORMATS, "text"):
         raise InvalidOption(f"invalid option: format: choose from {', '.join(FORMATS)}")
-    job = queue.get(job_id, owner)
+    job = queue.get(job_id, owner, content=True)
     if job is None:
         raise _not_found(job_id)
     if job.status in ("failed", "cancelled"):
@@ -87,7 +88,7 @@ def delete_job(
     job_id: str, owner: Owner, settings: SettingsDep, queue: QueueDep, blobs: BlobsDep
 ) -> dict[str, Any]:
     """Cancel a queued or running job; delete (and purge) one that has ended."""
-    job = queue.get(job_id, owner)
+    job = queue.get(job_id, owner, content=True)
     if job is None:
         raise _not_found(job_id)
     if not job.terminal:

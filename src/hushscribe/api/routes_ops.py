@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,15 +21,15 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
-    """Ready when the database answers, a worker is alive and one has the default model loaded."""
+    """Ready when the database answers, a worker is alive and one has the default model loaded.
+    Public (probes carry no key), so it says no more than that: no host, no worker list; admins
+    see those at ``/v1/status``."""
     reasons: list[str] = []
-    workers: list[dict[str, Any]] = []
     try:
         with request.app.state.queue.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         registry: WorkerRegistry = request.app.state.registry
         alive = registry.alive(within_s=settings.jobs.lease_s)
-        workers = [{"id": w.id, "host": w.host, "models": w.models} for w in alive]
         if not alive:
             reasons.append("no worker is alive")
         elif not any(settings.engine.default_model in w.models for w in alive):
@@ -41,7 +39,6 @@ def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
     body = {
         "status": "ready" if not reasons else "not ready",
         "reasons": reasons,
-        "workers": workers,
     }
     return JSONResponse(body, status_code=200 if not reasons else 503)
 

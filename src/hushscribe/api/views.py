@@ -16,6 +16,7 @@ def job_view(job: JobRecord) -> dict[str, Any]:
         "id": job.id,
         "object": "transcription.job",
         "status": job.status,
+        "owner": job.owner,
         "task": job.task,
         "model": job.model,
         "filename": job.filename,

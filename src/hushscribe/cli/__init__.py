@@ -10,10 +10,11 @@ import typer
 from typer.core import TyperGroup
 
 from hushscribe import __version__
-from hushscribe.cli import models
+from hushscribe.cli import models, tls
 from hushscribe.cli.common import State, err_console
 from hushscribe.cli.serve import serve_cmd
 from hushscribe.cli.transcribe import transcribe_cmd
+from hushscribe.cli.users import keys_app, users_app
 from hushscribe.errors import HushscribeError
 
 SHARED_OPTIONS = ("--config", "--data-dir")
@@ -65,6 +66,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(models.app, name="models")
+app.add_typer(tls.app, name="tls")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
 app.command("transcribe")(transcribe_cmd)
 app.command("serve")(serve_cmd)
 

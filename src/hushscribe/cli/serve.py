@@ -8,6 +8,48 @@ from typing import Annotated, Any
 import typer
 
 from hushscribe.cli.common import err_console, state
+from hushscribe.settings import Settings
+
+
+def first_run(settings: Settings, with_key: bool) -> None:
+    """With no users yet: create ``admin`` (password from HUSHSCRIBE_ADMIN_PASSWORD or random,
+    printed once) and, ``with_key``, an API key for it (printed once)."""
+    import os
+
+    from hushscribe.db import make_engine
+    from hushscribe.errors import InvalidRequest
+    from hushscribe.security.decisions import Decision, record
+    from hushscribe.security.keys import KeyStore
+    from hushscribe.security.users import ADMIN_PASSWORD_ENV, UserStore, first_admin
+
+    engine = make_engine(settings.db_url)
+    try:
+        try:
+            made = first_admin(UserStore(engine, settings.auth), os.environ.get(ADMIN_PASSWORD_ENV))
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"{ADMIN_PASSWORD_ENV}: {exc.message}") from None
+        if made is None:
+            return
+        user, password = made
+        record(Decision("user_changed", "ok", "local", "first-run", "cli", user.username))
+        lines = [f"First start: created user [bold]{user.username}[/] (role admin)."]
+        if password:
+            lines.append(
+                f"  password: [bold]{password}[/]   (shown once; change it with "
+                "`hushscribe users passwd admin`)"
+            )
+        else:
+            lines.append(f"  password: the one in {ADMIN_PASSWORD_ENV}")
+        if with_key:
+            key, record_ = KeyStore(engine).create(user.id, user.role, "first-run")
+            record(Decision("key_created", "ok", "local", "first-run", "cli", record_.id))
+            lines.append(
+                f"  API key:  [bold]{key}[/]   (shown once; more with "
+                "`hushscribe keys create --user admin --name LABEL`)"
+            )
+        err_console.print("\n".join(lines), soft_wrap=True, highlight=False)
+    finally:
+        engine.dispose()
 
 
 def serve_cmd(
@@ -20,6 +62,14 @@ def serve_cmd(
         int | None, typer.Option(help="Worker processes (default: jobs.workers).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    first_run_key: Annotated[
+        bool,
+        typer.Option(
+            "--first-run-key",
+            help="On the first start (no users yet) also create an API key for admin and print "
+            "it once (what `make serve` does).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the OpenAI-compatible API and the job queue, with worker processes."""
     import uvicorn
@@ -37,15 +87,10 @@ def serve_cmd(
     if workers is not None:
         update["jobs"] = settings.jobs.model_copy(update={"workers": workers})
     settings = settings.model_copy(update=update)
-    if not settings.auth.api_keys and not settings.auth.allow_anonymous:
-        err_console.print(
-            "[yellow]No API keys are configured: every request will get 401.[/] Set one with "
-            'HUSHSCRIBE_AUTH__API_KEYS=\'{"admin": "<a long random key>"}\' or \\[auth.api_keys] '
-            "in the config file.",
-            soft_wrap=True,
-        )
+    first_run(settings, first_run_key)
     err_console.print(
-        f"hushscribe on http://{settings.server.host}:{settings.server.port} — data in "
+        f"hushscribe on {'https' if settings.server.tls else 'http'}://"
+        f"{settings.server.host}:{settings.server.port} — data in "
         f"{settings.data_dir}, default model {settings.engine.default_model}",
         soft_wrap=True,
     )
@@ -64,5 +109,8 @@ def serve_cmd(
         timeout_graceful_shutdown=30,
         server_header=False,
         date_header=True,
+        ssl_certfile=str(limits.tls_cert) if limits.tls_cert else None,
+        ssl_keyfile=str(limits.tls_key) if limits.tls_key else None,
+        proxy_headers=False,  # X-Forwarded-For is read by NetworkGate, from trusted proxies only
     )
     err_console.print("hushscribe stopped; running jobs were put back in the queue")

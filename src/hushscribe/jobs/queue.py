@@ -9,11 +9,12 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Collection
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
+from hushscribe.db import make_engine
 from hushscribe.errors import InsufficientStorage, InvalidRequest, QueueFull, is_storage_full
 from hushscribe.jobs.leases import NO_LEASE, WORKER_LOST, LeasedQueue
 from hushscribe.jobs.tables import (
@@ -26,7 +27,6 @@ from hushscribe.jobs.tables import (
     TERMINAL_STATUSES,
     JobRecord,
     jobs,
-    make_engine,
     new_job_id,
     results,
 )
@@ -110,14 +110,16 @@ class JobQueue(LeasedQueue):
 
     # --- owner side ----------------------------------------------------------------------------
 
-    def get(self, job_id: str, owner: str | None) -> JobRecord | None:
-        """The job, if it exists and belongs to ``owner`` (``None``: any owner)."""
+    def get(self, job_id: str, who: Who, content: bool = False) -> JobRecord | None:
+        """The job, if ``who`` may see it: its owner, or (its metadata, not ``content``) an
+        admin. ``None``: any owner (the service itself)."""
         with self._read() as conn:
-            found = self._fetch(conn, *_owned(job_id, owner))
+            found = self._fetch(conn, *_owned(job_id, _owner(who, content)))
         return found[0] if found else None
 
-    def result(self, job_id: str, owner: str | None) -> str | None:
-        """The stored transcript JSON of a done job of ``owner``, else None."""
+    def result(self, job_id: str, who: Who) -> str | None:
+        """The stored transcript JSON of a done job of ``who`` (its owner only), else None."""
+        owner = _owner(who, content=True)
         query = (
             select(results.c.transcript)
             .select_from(results.join(jobs, results.c.job_id == jobs.c.id))
@@ -127,15 +129,14 @@ class JobQueue(LeasedQueue):
             transcript: str | None = conn.execute(query).scalar_one_or_none()
         return transcript
 
-    def cancel(
-        self, job_id: str, owner: str | None, ttl_s: float | None = None
-    ) -> JobRecord | None:
+    def cancel(self, job_id: str, who: Who, ttl_s: float | None = None) -> JobRecord | None:
         """Cancel a queued or running job of ``owner`` and return it; None if not theirs.
 
         A job already finished is returned unchanged. A running job's worker learns of the
         cancellation at its next heartbeat (False), and its result is refused. The job is kept
-        ``ttl_s`` seconds (``None``: ``ended_ttl_s``).
+        ``ttl_s`` seconds (``None``: ``ended_ttl_s``). Only the owner may cancel.
         """
+        owner = _owner(who, content=True)
         now = self._clock()
         expires = self._expiry(now, ttl_s)
         values = {"status": CANCELLED, "finished_at": now, "result_expires_at": expires}
@@ -148,8 +149,10 @@ class JobQueue(LeasedQueue):
             found = self._fetch(conn, *_owned(job_id, owner))
         return found[0] if found else None
 
-    def delete(self, job_id: str, owner: str | None) -> str | None:
-        """Delete a job of ``owner`` and its result; return its blob path to purge, else None."""
+    def delete(self, job_id: str, who: Who) -> str | None:
+        """Delete a job of ``who`` (its owner only) and its result; return its blob path to
+        purge, else None."""
+        owner = _owner(who, content=True)
         with self._write() as conn:
             found = self._fetch(conn, *_owned(job_id, owner))
             if not found:
@@ -215,14 +218,14 @@ class JobQueue(LeasedQueue):
                 return job
             time.sleep(min(poll_s, remaining))
 
-    def list(
-        self, owner: str | None, limit: int = 50, after: str | None = None
-    ) -> builtins.list[JobRecord]:
-        """Jobs of ``owner`` (``None``: everyone's), newest first, at most ``limit``.
+    def list(self, who: Who, limit: int = 50, after: str | None = None) -> builtins.list[JobRecord]:
+        """Jobs ``who`` may see (their own; an admin's: everyone's), newest first, at most
+        ``limit``.
 
         ``after`` is the id of the last job of the previous page: the page continues past it, so
-        pages stay stable while new jobs arrive. An ``after`` not visible to ``owner`` gives [].
+        pages stay stable while new jobs arrive. An ``after`` not visible to ``who`` gives [].
         """
+        owner = _owner(who, content=False)
         query = select(jobs).where(*([] if owner is None else [jobs.c.owner == owner]))
         with self._read() as conn:
             if after is not None:
@@ -239,6 +242,28 @@ class JobQueue(LeasedQueue):
                 )
             query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
             return [JobRecord.from_row(row) for row in conn.execute(query).mappings()]
+
+
+class Viewer(Protocol):
+    """Who asks (a signed-in principal): the queries below decide what they may see."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def sees_all_jobs(self) -> bool: ...
+
+
+Who = Viewer | str | None
+"""A principal, an owner id, or ``None`` (the service itself: any job)."""
+
+
+def _owner(who: Who, content: bool) -> str | None:
+    """The owner id a query is limited to: the viewer's own, except that admins see every job's
+    metadata (never its transcript or audio: ``content``)."""
+    if who is None or isinstance(who, str):
+        return who
+    return None if who.sees_all_jobs and not content else who.user_id
 
 
 def _owned(job_id: str, owner: str | None) -> tuple[ColumnElement[bool], ...]:
