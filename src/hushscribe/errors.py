@@ -214,6 +214,12 @@ class JobNotFound(HushscribeError):
     type = "invalid_request_error"
 
 
+class AudioNotRetained(HushscribeError):
+    code = "audio_not_retained"
+    status = 404
+    type = "invalid_request_error"
+
+
 class JobNotDone(HushscribeError):
     code = "job_not_done"
     status = 409

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import WebSocket
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from hushscribe.api import create_app
 from hushscribe.api.access import POLICY, PUBLIC, PUBLIC_PATHS, SESSION_COOKIE
@@ -90,7 +92,7 @@ def test_every_route_has_a_rule_and_only_the_listed_ones_are_public(world: World
     assert len(routes) >= 20, routes
     assert [r for r in routes if r not in POLICY] == []
     public = {path for (_, path), rule in POLICY.items() if rule == PUBLIC}
-    assert public == {"/healthz", "/readyz", "/v1/auth/login"} == set(PUBLIC_PATHS)
+    assert public == {"/", "/healthz", "/readyz", "/v1/auth/login"} == set(PUBLIC_PATHS)
 
 
 def test_every_route_answers_401_without_credentials(world: World) -> None:
@@ -349,6 +351,51 @@ def test_security_headers_on_every_kind_of_answer(world: World) -> None:
         assert "microphone=(self)" in r.headers["permissions-policy"]
         assert "server" not in r.headers
         assert "strict-transport-security" not in r.headers  # plain HTTP
+
+
+def test_the_page_is_public_and_leads_nowhere_else(world: World) -> None:
+    page = world.client().get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert page.headers["content-security-policy"] == CSP
+    for sneaky in ("/ui/../v1/users", "/ui/%2e%2e/v1/users", "/ui/..%2fv1/users"):
+        r = world.client().get(sneaky)
+        assert r.status_code in (401, 404), (sneaky, r.status_code)
+        assert "username" not in r.text
+
+
+def test_websockets_need_the_same_credentials(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def who(ws: WebSocket) -> None:  # a stand-in for the live-caption endpoint
+        await ws.accept()
+        await ws.send_text(ws.state.principal.username)
+        await ws.close()
+
+    world.app.add_api_websocket_route("/v1/test-ws", who)
+    monkeypatch.setitem(POLICY, ("WEBSOCKET", "/v1/test-ws"), "transcribe")
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        world.client().websocket_connect("/v1/test-ws"),
+    ):
+        pass
+    assert refused.value.code == 1008
+    key = world.key("ursula")
+    in_url = "/v1/test-ws?api_key=" + key  # a key in the URL: refused even when valid
+    with pytest.raises(WebSocketDisconnect), world.client().websocket_connect(in_url):
+        pass
+    bearer = {"Authorization": f"Bearer {key}"}
+    with world.client().websocket_connect("/v1/test-ws", headers=bearer) as ws:
+        assert ws.receive_text() == "ursula"
+    browser = world.session("ursula")
+    with browser.websocket_connect("/v1/test-ws", headers={"origin": "http://testserver"}) as ws:
+        assert ws.receive_text() == "ursula"
+    evil = {"origin": "https://evil.example"}  # another site's page riding on the cookie
+    with pytest.raises(WebSocketDisconnect), browser.websocket_connect("/v1/test-ws", headers=evil):
+        pass
+    auditor = world.session("audrey")  # signed in, but without the route's scope
+    with pytest.raises(WebSocketDisconnect) as refused, auditor.websocket_connect("/v1/test-ws"):
+        pass
+    assert refused.value.code == 1008
 
 
 def test_readyz_tells_the_public_a_status_only(world: World) -> None:

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from ipaddress import ip_address
 from typing import Annotated, Final, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, WebSocketException
 from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hushscribe.api.network_gate import client_ip
@@ -43,9 +44,12 @@ PUBLIC: Final = "public"
 SIGNED_IN: Final = "signed-in"
 Rule = Literal["public", "signed-in"] | ScopeName
 
-PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz", "/v1/auth/login"})
+PUBLIC_PATHS: Final = frozenset({"/", "/healthz", "/readyz", "/v1/auth/login"})
+PUBLIC_PREFIXES: Final = ("/ui/",)
+"""The page and its assets: the sign-in form must load without credentials; nothing private."""
 
 POLICY: Final[dict[tuple[str, str], Rule]] = {
+    ("GET", "/"): PUBLIC,  # the page (its assets under /ui/ are static files, public too)
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): "metrics",  # or a source address in network.metrics_allow
@@ -54,12 +58,14 @@ POLICY: Final[dict[tuple[str, str], Rule]] = {
     ("GET", "/v1/auth/session"): SIGNED_IN,
     ("GET", "/v1/models"): "transcribe",
     ("GET", "/v1/models/{model_id}"): "transcribe",
+    ("POST", "/v1/models/{model_id}/verify"): "admin",
     ("POST", "/v1/audio/transcriptions"): "transcribe",
     ("POST", "/v1/audio/translations"): "transcribe",
     ("POST", "/v1/jobs"): "transcribe",
     ("GET", "/v1/jobs"): "jobs:read",
     ("GET", "/v1/jobs/{job_id}"): "jobs:read",
     ("GET", "/v1/jobs/{job_id}/result"): "jobs:read",
+    ("GET", "/v1/jobs/{job_id}/audio"): "jobs:read",
     ("DELETE", "/v1/jobs/{job_id}"): "transcribe",
     ("GET", "/v1/keys"): SIGNED_IN,  # one's own keys; admins may name another user
     ("POST", "/v1/keys"): SIGNED_IN,
@@ -162,12 +168,15 @@ class AccessGate:
         self.auth = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
         address = client_ip(request)
-        path = scope["path"]
         if KEY_PARAMS & {k.lower() for k in request.query_params}:
             exc: HushscribeError = Unauthorized(
                 "credentials in the URL are refused (URLs end up in logs and browser history); "
@@ -197,43 +206,76 @@ class AccessGate:
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The same credentials for a WebSocket (a key header, or the session cookie from a page
+        of this origin); refused ones are closed before the handshake completes (HTTP 403)."""
+        conn = HTTPConnection(scope)
+        address = client_ip(conn)
+        try:
+            if KEY_PARAMS & {k.lower() for k in conn.query_params}:
+                raise Unauthorized("credentials in the URL are refused")
+            principal = await asyncio.to_thread(
+                self.auth.resolve, dict(conn.headers), dict(conn.cookies), address
+            )
+            origin = conn.headers.get("origin")
+            if principal.method == "session" and origin is not None:
+                host = conn.headers.get("host", "")
+                if origin.split("://", 1)[-1] != host:  # another site's page using our cookie
+                    raise CsrfFailed("a WebSocket from another origin")
+        except HushscribeError as exc:
+            why = {"code": exc.code}
+            record(
+                Decision("request", "denied_auth", address, target=scope.get("path"), details=why)
+            )
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
 
 def _in(address: str, networks: Sequence[IPNetwork]) -> bool:
     return bool(networks) and is_allowed(ip_address(address), networks)
 
 
-def principal_of(request: Request) -> Principal | None:
-    found = getattr(request.state, "principal", None)
+def principal_of(conn: HTTPConnection) -> Principal | None:
+    found = getattr(conn.state, "principal", None)
     return found if isinstance(found, Principal) else None
 
 
-async def authorize(request: Request) -> None:
-    """App-wide dependency: the matched route's rule from :data:`POLICY`, applied."""
-    route = request.scope.get("route")
-    rule = POLICY.get((request.method, getattr(route, "path", "")))
-    if request.method == "HEAD" and rule is None:
-        rule = POLICY.get(("GET", getattr(route, "path", "")))
+async def authorize(conn: HTTPConnection) -> None:
+    """App-wide dependency: the matched route's rule from :data:`POLICY`, applied. WebSocket
+    routes are keyed by the method ``WEBSOCKET``; refusing one closes it with 1008."""
+    websocket = conn.scope["type"] == "websocket"
+    method = "WEBSOCKET" if websocket else conn.scope["method"]
+    template = getattr(conn.scope.get("route"), "path", "")
+    rule = POLICY.get((method, template))
+    if method == "HEAD" and rule is None:
+        rule = POLICY.get(("GET", template))
     if rule == PUBLIC:
         return
-    principal = principal_of(request)
-    path = request.url.path
+    principal = principal_of(conn)
     if rule == "metrics" and principal is None:
         return  # let through by network.metrics_allow in the gate
+    refusal: HushscribeError | None = None
     if principal is None:
-        raise Unauthorized("sign in, or send an API key: `Authorization: Bearer KEY`")
-    if rule is None or (rule != SIGNED_IN and not principal.can(rule)):
+        refusal = Unauthorized("sign in, or send an API key: `Authorization: Bearer KEY`")
+    elif rule is None or (rule != SIGNED_IN and not principal.can(rule)):
         needed = "an access rule (none is set for this route)" if rule is None else rule
         record(
             Decision(
-                "request", "denied_permission", client_ip(request), principal.actor,
-                principal.method, path, {"needs": needed},
+                "request", "denied_permission", client_ip(conn), principal.actor,
+                principal.method, conn.url.path, {"needs": needed},
             )
         )  # fmt: skip
-        raise Forbidden(f"not allowed: this needs {needed}")
+        refusal = Forbidden(f"not allowed: this needs {needed}")
+    if refusal is not None:
+        if websocket:
+            raise WebSocketException(code=1008, reason=refusal.message[:120])
+        raise refusal
 
 
-def get_principal(request: Request) -> Principal:
-    principal = principal_of(request)
+def get_principal(conn: HTTPConnection) -> Principal:
+    principal = principal_of(conn)
     if principal is None:  # only on routes the policy makes public; they do not ask for one
         raise Unauthorized("sign in, or send an API key: `Authorization: Bearer KEY`")
     return principal

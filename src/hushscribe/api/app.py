@@ -17,6 +17,7 @@ from hushscribe.api import (
     routes_auth,
     routes_jobs,
     routes_ops,
+    routes_ui,
 )
 from hushscribe.api.access import AccessGate, Authenticator, authorize
 from hushscribe.api.headers import SecurityHeaders
@@ -98,6 +99,7 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
     app.include_router(routes_jobs.router)
     app.include_router(routes_auth.router)
     app.include_router(routes_admin.router)
+    routes_ui.mount(app)
     # Outermost last: headers on every answer → source address → metrics → credentials.
     authenticator = Authenticator(settings, app.state.users, app.state.keys, app.state.signin)
     app.add_middleware(AccessGate, authenticator=authenticator)

@@ -143,4 +143,5 @@ async def status(request: Request, principal: Caller) -> dict[str, Any]:
         "workers": [{"id": w.id, "host": w.host, "models": w.models} for w in alive],
         "jobs": counts,
         "default_model": settings.engine.default_model,
+        "gpu": None,  # devices and their memory arrive with GPU management ([G])
     }

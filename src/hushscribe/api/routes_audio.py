@@ -24,6 +24,7 @@ from hushscribe.errors import (
     ClientGone,
     JobCancelled,
     JobTimeout,
+    ModelChecksumMismatch,
     error_body,
     status_for_code,
     type_for_status,
@@ -147,7 +148,8 @@ def model_view(info: ModelInfo, model_id: str | None = None) -> dict[str, Any]:
         "created": created,
         "owned_by": "hushscribe",
         "multilingual": info.multilingual,
-        "size": info.size,
+        "size": info.size,  # the Whisper size (tiny … large-v3); on disk: ``bytes``
+        "bytes": info.bytes,
         "sha256": info.sha256,
     }
 
@@ -155,7 +157,23 @@ def model_view(info: ModelInfo, model_id: str | None = None) -> dict[str, Any]:
 @router.get("/models")
 def list_models(settings: SettingsDep) -> dict[str, Any]:
     store = ModelStore(settings.models_dir)
-    return {"object": "list", "data": [model_view(m) for m in store.list()]}
+    data = [model_view(m) for m in store.list()]
+    for model in data:  # the page puts it first and names it so
+        model["default"] = model["id"] == settings.engine.default_model
+    return {"object": "list", "data": data}
+
+
+@router.post("/models/{model_id}/verify")
+async def verify_model(model_id: str, settings: SettingsDep) -> dict[str, Any]:
+    """Hash every file of a model again (admins): ``ok`` and what is wrong."""
+    store = ModelStore(settings.models_dir)
+    name = settings.engine.default_model if model_id in OPENAI_ALIASES else model_id
+    store.info(name)  # 404 for a model that is not installed
+    try:
+        info = await asyncio.to_thread(store.verify, name, use_cache=False)
+    except ModelChecksumMismatch as exc:
+        return {"id": model_id, "ok": False, "problems": [exc.message]}
+    return {"id": model_id, "ok": True, "problems": [], "sha256": info.sha256}
 
 
 @router.get("/models/{model_id}")

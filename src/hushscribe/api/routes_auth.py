@@ -58,7 +58,12 @@ async def _credentials(request: Request) -> tuple[str, str]:
 
 def _session_view(user: User | Principal, method: str, csrf: str | None) -> dict[str, Any]:
     return {
-        "user": {"username": user.username, "role": user.role, "auth": method},
+        "user": {
+            "id": user.user_id if isinstance(user, Principal) else user.id,
+            "username": user.username,
+            "role": user.role,
+            "auth": method,
+        },
         "scopes": sorted(user.scopes if isinstance(user, Principal) else role_scopes(user.role)),
         "csrf_token": csrf,
     }

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import mimetypes
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from hushscribe.api.access import Caller
 from hushscribe.api.deps import BlobsDep, Owner, QueueDep, SettingsDep
 from hushscribe.api.routes_audio import failed_job_response, rendered
 from hushscribe.api.submit import accept_upload, enqueue
 from hushscribe.api.views import job_view
-from hushscribe.errors import InvalidOption, JobNotDone, JobNotFound
+from hushscribe.errors import AudioNotRetained, InvalidOption, JobNotDone, JobNotFound
 from hushscribe.transcript import FORMATS
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -81,6 +82,20 @@ def get_result(
     if result is None:
         raise JobNotDone(f"job {job_id} is {job.status} ({job.progress:.0%}); try again later")
     return rendered(result, format)
+
+
+@router.get("/{job_id}/audio")
+def get_audio(job_id: str, owner: Owner, queue: QueueDep, blobs: BlobsDep) -> FileResponse:
+    """The job's audio while it is kept (``jobs.keep_audio``), for playing a segment back;
+    ranges are served, so a player can seek without fetching the whole file."""
+    job = queue.get(job_id, owner, content=True)
+    if job is None:
+        raise _not_found(job_id)
+    path = blobs.existing(job.blob_path)
+    if path is None:
+        raise AudioNotRetained(f"the audio of job {job_id} is not kept (jobs.keep_audio is off)")
+    media_type = mimetypes.guess_type(job.filename or "")[0] or "application/octet-stream"
+    return FileResponse(path, media_type=media_type, content_disposition_type="inline")
 
 
 @router.delete("/{job_id}")

@@ -136,6 +136,13 @@ class BlobStore:
                 writer.write(chunk)
             return writer.commit()
 
+    def existing(self, path: Path | str) -> Path | None:
+        """The blob at ``path`` if it is one of this store's and still there (audio kept)."""
+        target = Path(path).resolve()
+        if target.parent != self.root or not target.is_file():
+            return None
+        return target
+
     def delete(self, path: Path | str) -> bool:
         """Delete a blob of this store; False if it was already gone.
 
