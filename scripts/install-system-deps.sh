@@ -9,6 +9,10 @@ command -v make >/dev/null || need+=(make)
 command -v slapd >/dev/null || [ -x /usr/sbin/slapd ] || need+=(slapd)
 command -v ldapadd >/dev/null || need+=(ldap-utils)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need+=(iproute2)
+# Browser tests drive a real Chromium (Python Playwright, executable_path=/usr/bin/chromium); a
+# small CJK font so the Chinese page's screenshots show glyphs.
+command -v chromium >/dev/null || need+=(chromium)
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing system packages: ${need[*]} — install them (sudo apt-get install ${need[*]})" >&2
