@@ -80,6 +80,10 @@ def open_options(page: Page) -> None:
     if not details.evaluate("d => d.open"):
         details.locator("summary").first.click()
     expect(page.locator("#opt-model")).to_be_visible()
+    # Each model is offered with its size on disk (MB), never a size it could not read.
+    labels = page.locator("#opt-model option").all_inner_texts()
+    sized = [label for label in labels if "base" in label or "tiny" in label]
+    assert sized and all(re.search(r"\d+\s*MB", label) for label in sized), labels
 
 
 def is_post_jobs(r: Response) -> bool:

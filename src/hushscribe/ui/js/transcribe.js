@@ -292,7 +292,7 @@ function fillModels() {
   }
   for (const model of ordered) {
     const key = isDefault(model) ? 'options.modelIsDefault' : 'options.modelEntry';
-    const vars = { name: model.id, size: model.size ? formatBytes(model.size) : '—' };
+    const vars = { name: model.id, size: model.bytes ? formatBytes(model.bytes) : '—' };
     select.append(el('option', { value: model.id, i18n: [key, vars] }));
   }
   if (chosen && Array.from(select.options).some((option) => option.value === chosen)) {
