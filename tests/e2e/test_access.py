@@ -270,18 +270,22 @@ def test_logout_ends_the_session_for_good(world: World) -> None:
 
 
 def test_idle_and_absolute_session_timeouts(tmp_path: Path) -> None:
-    idle = World(tmp_path / "idle", auth={"session_idle_s": 1.5})
+    idle = World(tmp_path / "idle", auth={"session_idle_s": 2})
     c = idle.session("ursula")
-    assert c.get("/v1/jobs").status_code == 200
-    time.sleep(2)
-    assert c.get("/v1/jobs").status_code == 401
-    absolute = World(tmp_path / "abs", auth={"session_max_s": 2})
-    c = absolute.session("ursula")
-    for _ in range(3):  # kept busy, still ends
+    for _ in range(4):  # used every 1.2 s for longer than the idle timeout: it stays
         assert c.get("/v1/jobs").status_code == 200
-        time.sleep(0.5)
-    time.sleep(1)
-    assert c.get("/v1/jobs").status_code == 401
+        time.sleep(1.2)
+    time.sleep(1.5)  # then 2.7 s without a request
+    r = c.get("/v1/jobs")
+    assert r.status_code == 401 and "session has ended" in r.json()["error"]["message"]
+    absolute = World(tmp_path / "abs", auth={"session_max_s": 3})
+    started = time.monotonic()
+    c = absolute.session("ursula")
+    while time.monotonic() - started < 1.5:  # kept busy…
+        assert c.get("/v1/jobs").status_code == 200
+        time.sleep(0.3)
+    time.sleep(max(0.0, started + 3.3 - time.monotonic()))
+    assert c.get("/v1/jobs").status_code == 401  # …it still ends
 
 
 def test_disabling_or_a_new_password_ends_sessions(world: World) -> None:
