@@ -293,6 +293,14 @@ class UserExists(InvalidRequest):
     status = 409
 
 
+class AuditUnavailable(HushscribeError):
+    """A record could not be written to the audit log: the action it records is not done."""
+
+    code = "audit_unavailable"
+    status = 503
+    type = "server_error"
+
+
 class KeyNotFound(HushscribeError):
     code = "key_not_found"
     status = 404

@@ -36,6 +36,7 @@ from hushscribe.settings_access import (
     Scope,
     api_key_weakness,
 )
+from hushscribe.settings_audit import AuditSettings
 
 __all__ = [
     "API_KEY_MIN_CHARS",
@@ -289,6 +290,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings, description="Queue and workers.")
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API access.")
+    audit: AuditSettings = Field(default_factory=AuditSettings, description="Audit log.")
     network: NetworkSettings = Field(
         default_factory=NetworkSettings, description="Source-address allowlist."
     )
@@ -302,6 +304,15 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Directory holding one sub-directory per installed model."""
         return self.data_dir / "models"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.audit.dir or self.data_dir / "audit"
+
+    @property
+    def keys_dir(self) -> Path:
+        """Secrets of the service itself (the audit log's HMAC and signing keys)."""
+        return self.audit.keys_dir or self.data_dir / "keys"
 
     @property
     def blobs_dir(self) -> Path:
