@@ -32,11 +32,11 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Write a file in ``directory`` until its file system is full; return the file."""
     filler = directory / "filler"
-    block = b"\0" * 4096
     with filler.open("wb", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(block)
-        except OSError:
-            pass
+        for block in (b"\0" * 4096, b"\0"):  # pages, then the last bytes of the last page
+            try:
+                while True:
+                    fh.write(block)
+            except OSError:
+                pass
     return filler

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
+import logging
 from collections.abc import Sequence
 from ipaddress import ip_address
 from typing import Annotated, Final, Literal
@@ -34,6 +36,8 @@ from hushscribe.security.signin import SignIn
 from hushscribe.security.users import UserStore
 from hushscribe.settings import Scope as ScopeName
 from hushscribe.settings import Settings
+
+log = logging.getLogger("hushscribe.access")
 
 SESSION_COOKIE: Final = "hs_session"
 CSRF_HEADER: Final = "x-csrf-token"
@@ -74,6 +78,8 @@ POLICY: Final[dict[tuple[str, str], Rule]] = {
     ("POST", "/v1/users"): "admin",
     ("PATCH", "/v1/users/{username}"): "admin",
     ("GET", "/v1/status"): "admin",
+    ("GET", "/v1/audit"): "audit:read",
+    ("POST", "/v1/audit/verify"): "audit:read",
 }
 
 
@@ -155,8 +161,14 @@ class Authenticator:
         raise Unauthorized("sign in, or send an API key: `Authorization: Bearer KEY`")
 
 
-def _deny(exc: HushscribeError, address: str, path: str, outcome: str) -> JSONResponse:
-    record(Decision("request", outcome, address, target=path, details={"code": exc.code}))
+async def _deny(exc: HushscribeError, address: str, path: str, outcome: str) -> JSONResponse:
+    """The refusal, recorded first (in a thread: the audit log syncs to disk). If the record
+    cannot be written the refusal still stands: refusing does nothing that needs undoing."""
+    denied = Decision("request", outcome, address, target=path, details={"code": exc.code})
+    try:
+        await asyncio.to_thread(record, denied)
+    except HushscribeError:
+        log.exception("could not record a refusal")
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
@@ -182,7 +194,7 @@ class AccessGate:
                 "credentials in the URL are refused (URLs end up in logs and browser history); "
                 "send `Authorization: Bearer KEY`"
             )
-            await _deny(exc, address, path, "denied_auth")(scope, receive, send)
+            await (await _deny(exc, address, path, "denied_auth"))(scope, receive, send)
             return
         settings = self.auth.settings
         if path == "/metrics" and _in(address, settings.network.metrics_allow):
@@ -201,7 +213,7 @@ class AccessGate:
             outcome = "denied_auth" if exc.status in (401, 503) else "denied_permission"
             if exc.status == 429:
                 outcome = "throttled"
-            await _deny(exc, address, path, outcome)(scope, receive, send)
+            await (await _deny(exc, address, path, outcome))(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
@@ -261,12 +273,13 @@ async def authorize(conn: HTTPConnection) -> None:
         refusal = Unauthorized("sign in, or send an API key: `Authorization: Bearer KEY`")
     elif rule is None or (rule != SIGNED_IN and not principal.can(rule)):
         needed = "an access rule (none is set for this route)" if rule is None else rule
-        record(
-            Decision(
-                "request", "denied_permission", client_ip(conn), principal.actor,
-                principal.method, conn.url.path, {"needs": needed},
-            )
+        denied = Decision(
+            "request", "denied_permission", client_ip(conn), principal.username,
+            principal.method, conn.url.path, {"needs": needed},
+            user_id=principal.user_id, key_id=principal.key_id,
         )  # fmt: skip
+        with contextlib.suppress(HushscribeError):
+            await asyncio.to_thread(record, denied)
         refusal = Forbidden(f"not allowed: this needs {needed}")
     if refusal is not None:
         if websocket:

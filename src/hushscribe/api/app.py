@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hushscribe import __version__
 from hushscribe.api import (
@@ -14,6 +16,7 @@ from hushscribe.api import (
     housekeeping,
     routes_admin,
     routes_audio,
+    routes_audit,
     routes_auth,
     routes_jobs,
     routes_ops,
@@ -24,17 +27,33 @@ from hushscribe.api.headers import SecurityHeaders
 from hushscribe.api.metrics import Metrics, MetricsMiddleware
 from hushscribe.api.network_gate import NetworkGate
 from hushscribe.api.waiters import Waiters
+from hushscribe.audit.log import AuditLog
+from hushscribe.errors import HushscribeError
 from hushscribe.fsutil import private_dir
 from hushscribe.jobs.blobs import BlobStore
 from hushscribe.jobs.queue import JobQueue, make_engine
 from hushscribe.jobs.registry import WorkerRegistry
 from hushscribe.jobs.stats import Stats
 from hushscribe.jobs.supervisor import Supervisor
+from hushscribe.security.auditing import Auditor
+from hushscribe.security.decisions import use_sink
 from hushscribe.security.keys import KeyStore
 from hushscribe.security.passwords import warm_up
 from hushscribe.security.signin import SignIn
 from hushscribe.security.users import UserStore
 from hushscribe.settings import Settings
+
+
+class DecisionSink:
+    """ASGI middleware: this app's access decisions go to this app's audit log."""
+
+    def __init__(self, app: ASGIApp, sink: Auditor) -> None:
+        self.app = app
+        self.sink = sink
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        use_sink(self.sink)
+        await self.app(scope, receive, send)
 
 
 def _nothing() -> None:
@@ -46,6 +65,8 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
     private_dir(settings.data_dir)  # every owner's audio, transcripts and file names
     engine = make_engine(settings.db_url)
     metrics = Metrics()
+    audit_log = AuditLog(settings.audit, settings.audit_dir, settings.keys_dir)
+    auditor = Auditor(audit_log)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,14 +83,18 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
             app.state.waiters.relay(supervisor.done_connections)
         app.state.supervisor = supervisor
         purge = asyncio.create_task(housekeeping.run(app.state.queue, app.state.blobs, settings))
+        await asyncio.to_thread(auditor.service, "service_start")
         try:
             yield
         finally:
+            with contextlib.suppress(HushscribeError):  # stopping goes on, recorded or not
+                await asyncio.to_thread(auditor.service, "service_stop")
             purge.cancel()
             app.state.waiters.stop()
             if supervisor is not None:
                 await asyncio.to_thread(supervisor.stop)
             engine.dispose()
+            audit_log.close()
 
     app = FastAPI(
         title="hushscribe",
@@ -88,6 +113,7 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
     app.state.metrics = metrics
     app.state.waiters = Waiters()
     app.state.notify_work = _nothing  # replaced by the workers' wake-up when they run here
+    app.state.auditor = auditor
     app.state.users = UserStore(engine, settings.auth)
     app.state.keys = KeyStore(engine)
     app.state.signin = SignIn(app.state.users, settings.auth)
@@ -99,6 +125,7 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
     app.include_router(routes_jobs.router)
     app.include_router(routes_auth.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_audit.router)
     routes_ui.mount(app)
     # Outermost last: headers on every answer → source address → metrics → credentials.
     authenticator = Authenticator(settings, app.state.users, app.state.keys, app.state.signin)
@@ -106,4 +133,5 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(NetworkGate, settings=settings)
     app.add_middleware(SecurityHeaders, tls=settings.server.tls)
+    app.add_middleware(DecisionSink, sink=auditor)  # every decision below goes to this log
     return app

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from hushscribe.api.access import get_principal
 from hushscribe.jobs.blobs import BlobStore
 from hushscribe.jobs.queue import JobQueue
+from hushscribe.security.auditing import Auditor
 from hushscribe.security.keys import KeyStore
 from hushscribe.security.users import UserStore
 from hushscribe.settings import Settings
@@ -37,6 +38,12 @@ def get_users(request: Request) -> UserStore:
 def get_keys(request: Request) -> KeyStore:
     keys: KeyStore = request.app.state.keys
     return keys
+
+
+def audit(request: Request) -> Auditor:
+    """The app's audit log (its ``event`` raises AuditUnavailable when it cannot write)."""
+    auditor: Auditor = request.app.state.auditor
+    return auditor
 
 
 def get_owner(request: Request) -> str:

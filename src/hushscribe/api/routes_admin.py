@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from hushscribe.api.access import Caller
 from hushscribe.api.deps import get_keys, get_users
 from hushscribe.api.network_gate import client_ip
-from hushscribe.errors import Forbidden, InvalidRequest
+from hushscribe.errors import Forbidden, HushscribeError, InvalidRequest, KeyNotFound
 from hushscribe.security.decisions import Decision, record
 from hushscribe.security.keys import parse_duration
 from hushscribe.security.principal import Principal
+from hushscribe.security.users import check_password, check_role
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 
@@ -62,8 +63,13 @@ def list_users(request: Request, principal: Caller) -> dict[str, Any]:
 
 @router.post("/users", status_code=201)
 def add_user(request: Request, principal: Caller, body: NewUser) -> dict[str, Any]:
-    user = get_users(request).add(body.username, body.password, body.role)
-    _audit(request, principal, "user_changed", user.username, change="created", role=user.role)
+    users = get_users(request)
+    user = users.add(body.username, body.password, body.role)
+    try:
+        _audit(request, principal, "user_changed", user.username, change="created", role=user.role)
+    except HushscribeError:
+        users.remove(user.id)  # not recorded, so not done
+        raise
     return user.view()
 
 
@@ -77,15 +83,22 @@ def change_user(
         raise InvalidRequest("you cannot disable yourself or give up your own admin role")
     changes: dict[str, Any] = {}
     if body.role is not None:
-        user = users.set_role(user.id, body.role)
-        changes["role"] = body.role
+        changes["role"] = check_role(body.role)
     if body.disabled is not None:
-        user = users.set_disabled(user.id, body.disabled)
         changes["disabled"] = body.disabled
     if body.password is not None:
-        user = users.set_password(user.id, body.password)
-        changes["password_changed"] = True
+        check_password(body.password)
+        if user.source != "local":
+            raise InvalidRequest(f"{user.username!r} signs in through the directory (LDAP)")
+        changes["credential_reset"] = True
+    # Checked, then recorded, then done: a change the audit log cannot take is not made.
     _audit(request, principal, "user_changed", user.username, **changes)
+    if body.role is not None:
+        user = users.set_role(user.id, body.role)
+    if body.disabled is not None:
+        user = users.set_disabled(user.id, body.disabled)
+    if body.password is not None:
+        user = users.set_password(user.id, body.password)
     return user.view()
 
 
@@ -118,17 +131,25 @@ def create_key(request: Request, principal: Caller, body: NewKey) -> dict[str, A
     if owner is None or owner.disabled:
         raise InvalidRequest("keys are made for existing, enabled users")
     expires = parse_duration(body.expires_in) if body.expires_in else None
-    key, made = get_keys(request).create(owner.id, owner.role, body.name, body.scopes, expires)
-    _audit(request, principal, "key_created", made.id, owner=owner.username, scopes=made.scopes)
+    keys = get_keys(request)
+    key, made = keys.create(owner.id, owner.role, body.name, body.scopes, expires)
+    try:
+        _audit(request, principal, "key_created", made.id, owner=owner.username, scopes=made.scopes)
+    except HushscribeError:
+        keys.revoke(made.id, None)  # never shown, never usable: as if not made
+        raise
     return {**made.view(), "key": key}
 
 
 @router.delete("/keys/{key_id}")
 def revoke_key(request: Request, principal: Caller, key_id: str) -> dict[str, Any]:
     owner = None if principal.can("admin") else _whose(request, principal, None)
-    revoked = get_keys(request).revoke(key_id, owner)
-    _audit(request, principal, "key_revoked", revoked.id, owner=revoked.username)
-    return revoked.view()
+    keys = get_keys(request)
+    found = keys.get(key_id, owner)
+    if found is None:
+        raise KeyNotFound(f"no API key {key_id[:40]!r}")
+    _audit(request, principal, "key_revoked", found.id, owner=found.username)
+    return keys.revoke(key_id, owner).view()
 
 
 @router.get("/status")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from datetime import datetime
 from typing import Any
@@ -16,12 +17,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from hushscribe.api.deps import BlobsDep, Owner, QueueDep, SettingsDep
+from hushscribe.api.access import Caller, principal_of
+from hushscribe.api.deps import BlobsDep, QueueDep, SettingsDep, audit
+from hushscribe.api.network_gate import client_ip
 from hushscribe.api.submit import OPENAI_ALIASES, accept_upload, enqueue, response_format
 from hushscribe.api.waiters import Waiters
 from hushscribe.engine.store import ModelInfo, ModelStore
 from hushscribe.errors import (
     ClientGone,
+    HushscribeError,
     JobCancelled,
     JobTimeout,
     ModelChecksumMismatch,
@@ -31,6 +35,7 @@ from hushscribe.errors import (
 )
 from hushscribe.jobs.blobs import BlobStore
 from hushscribe.jobs.queue import JobQueue, JobRecord
+from hushscribe.security.principal import Principal
 from hushscribe.settings import Settings
 from hushscribe.transcript import MEDIA_TYPES, Transcript, render
 
@@ -68,6 +73,12 @@ async def _wait(
                 f"poll GET /v1/jobs/{job.id} for its result"
             )
         if await request.is_disconnected():
+            gone = functools.partial(
+                audit(request).event, "job_cancelled", principal_of(request), client_ip(request),
+                job.id, reason="client_gone",
+            )  # fmt: skip
+            with contextlib.suppress(HushscribeError):  # the client is gone either way
+                await asyncio.to_thread(gone)
             await asyncio.to_thread(_cancel, queue, job, purge)
             raise ClientGone(f"the client closed the connection; job {job.id} was cancelled")
         # A worker on this machine says when the job ends; the poll covers workers elsewhere
@@ -107,37 +118,40 @@ def failed_job_response(job: JobRecord) -> JSONResponse:
 
 
 async def _sync(
-    task: str, request: Request, owner: str, settings: Settings, queue: JobQueue, blobs: BlobStore
-) -> Response:
+    task: str, request: Request, who: Principal, settings: Settings, queue: JobQueue,
+    blobs: BlobStore,
+) -> Response:  # fmt: skip
     form = await accept_upload(request, settings, queue, blobs)
-    job = await enqueue(form, owner, task, settings, queue, blobs, check=response_format)
+    job = await enqueue(form, who, task, request, check=response_format)
     fmt = response_format(form)  # checked by enqueue
     request.app.state.notify_work()
     purge = None if settings.jobs.keep_audio else blobs
     job = await wait_for_job(request, queue, job, settings.jobs.sync_timeout_s, purge)
     if job.status != "done":
         return failed_job_response(job)
-    result = await asyncio.to_thread(queue.result, job.id, owner)
+    result = await asyncio.to_thread(queue.result, job.id, who)
     if result is None:
         return failed_job_response(job)
+    address = client_ip(request)
+    await asyncio.to_thread(audit(request).event, "result_read", who, address, job.id, format=fmt)
     return await asyncio.to_thread(rendered, result, fmt)  # a long meeting's transcript: ms
 
 
 @router.post("/audio/transcriptions")
 async def transcriptions(
-    request: Request, owner: Owner, settings: SettingsDep, queue: QueueDep, blobs: BlobsDep
+    request: Request, who: Caller, settings: SettingsDep, queue: QueueDep, blobs: BlobsDep
 ) -> Response:
     """Transcribe an audio file (multipart: file, model, language, prompt, response_format,
     temperature, timestamp_granularities[]; extras: vad, beam_size, hotwords, zh_script)."""
-    return await _sync("transcribe", request, owner, settings, queue, blobs)
+    return await _sync("transcribe", request, who, settings, queue, blobs)
 
 
 @router.post("/audio/translations")
 async def translations(
-    request: Request, owner: Owner, settings: SettingsDep, queue: QueueDep, blobs: BlobsDep
+    request: Request, who: Caller, settings: SettingsDep, queue: QueueDep, blobs: BlobsDep
 ) -> Response:
     """Translate speech in any language into English text."""
-    return await _sync("translate", request, owner, settings, queue, blobs)
+    return await _sync("translate", request, who, settings, queue, blobs)
 
 
 def model_view(info: ModelInfo, model_id: str | None = None) -> dict[str, Any]:

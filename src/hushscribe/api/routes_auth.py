@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from hushscribe.api.access import SESSION_COOKIE, Caller, csrf_token
 from hushscribe.api.network_gate import client_ip
-from hushscribe.errors import InvalidRequest, TooLarge, UnsupportedBody
+from hushscribe.errors import HushscribeError, InvalidRequest, TooLarge, UnsupportedBody
 from hushscribe.security.decisions import Decision, record
 from hushscribe.security.principal import Principal, role_scopes
 from hushscribe.security.signin import SignIn
@@ -79,20 +79,19 @@ async def login(request: Request) -> JSONResponse:
     signin: SignIn = state.signin
     try:
         user, method = await asyncio.to_thread(signin.authenticate, username, password, address)
-    except Exception as exc:
-        outcome = {429: "throttled", 503: "directory_unavailable"}.get(
-            getattr(exc, "status", 0), "denied_auth"
-        )
+    except HushscribeError as exc:
+        outcome = {429: "throttled", 503: "directory_unavailable"}.get(exc.status, "denied_auth")
         name = username.strip().lower()[:128]
-        record(
-            Decision("login", outcome, address, actor=name, details={"reason": type(exc).__name__})
-        )
+        failed = Decision("login", outcome, address, actor=name, details={"code": exc.code})
+        await asyncio.to_thread(record, failed)
         raise
+    # Recorded before the session exists: if the audit log cannot take it, no session is made.
+    signed = Decision("login", "ok", address, user.username, method, user_id=user.id)
+    await asyncio.to_thread(record, signed)
     users: UserStore = state.users
     session_id = await asyncio.to_thread(
         users.start_session, user, method, settings.auth.session_max_s
     )
-    record(Decision("login", "ok", address, actor=user.username, method=method))
     response = JSONResponse(_session_view(user, method, csrf_token(session_id)))
     response.set_cookie(
         SESSION_COOKIE,
@@ -109,10 +108,14 @@ async def login(request: Request) -> JSONResponse:
 @router.post("/logout")
 async def logout(request: Request, principal: Caller) -> Response:
     """End this browser session (API keys have nothing to end: revoke them instead)."""
+    done = Decision(
+        "logout", "ok", client_ip(request), principal.username, principal.method,
+        user_id=principal.user_id, key_id=principal.key_id,
+    )  # fmt: skip
+    await asyncio.to_thread(record, done)
     if principal.session_hash is not None:
         users: UserStore = request.app.state.users
         await asyncio.to_thread(users.end_session, principal.session_hash)
-    record(Decision("logout", "ok", client_ip(request), principal.actor, principal.method))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

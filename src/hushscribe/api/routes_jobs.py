@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from hushscribe.api.access import Caller
-from hushscribe.api.deps import BlobsDep, Owner, QueueDep, SettingsDep
+from hushscribe.api.deps import BlobsDep, QueueDep, SettingsDep, audit
+from hushscribe.api.network_gate import client_ip
 from hushscribe.api.routes_audio import failed_job_response, rendered
 from hushscribe.api.submit import accept_upload, enqueue
 from hushscribe.api.views import job_view
@@ -28,12 +29,12 @@ def _not_found(job_id: str) -> JobNotFound:
 
 @router.post("", status_code=202)
 async def submit(
-    request: Request, owner: Owner, settings: SettingsDep, queue: QueueDep, blobs: BlobsDep
+    request: Request, who: Caller, settings: SettingsDep, queue: QueueDep, blobs: BlobsDep
 ) -> JSONResponse:
     """Queue a transcription (form field ``task=translate`` for English translation)."""
     form = await accept_upload(request, settings, queue, blobs)
     task = form.first("task") or "transcribe"  # checked with the other options by enqueue
-    job = await enqueue(form, owner, task, settings, queue, blobs)
+    job = await enqueue(form, who, task, request)
     request.app.state.notify_work()
     return JSONResponse(job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -66,46 +67,62 @@ def get_job(job_id: str, who: Caller, queue: QueueDep) -> dict[str, Any]:
 
 @router.get("/{job_id}/result")
 def get_result(
+    request: Request,
     job_id: str,
-    owner: Owner,
+    who: Caller,
     queue: QueueDep,
     format: Annotated[str, Query()] = "json",
 ) -> Response:
     if format not in (*FORMATS, "text"):
         raise InvalidOption(f"invalid option: format: choose from {', '.join(FORMATS)}")
-    job = queue.get(job_id, owner, content=True)
+    job = queue.get(job_id, who, content=True)
     if job is None:
         raise _not_found(job_id)
     if job.status in ("failed", "cancelled"):
         return failed_job_response(job)
-    result = queue.result(job_id, owner) if job.status == "done" else None
+    result = queue.result(job_id, who) if job.status == "done" else None
     if result is None:
         raise JobNotDone(f"job {job_id} is {job.status} ({job.progress:.0%}); try again later")
+    audit(request).event("result_read", who, client_ip(request), job_id, format=format)
     return rendered(result, format)
 
 
 @router.get("/{job_id}/audio")
-def get_audio(job_id: str, owner: Owner, queue: QueueDep, blobs: BlobsDep) -> FileResponse:
+def get_audio(
+    request: Request, job_id: str, who: Caller, queue: QueueDep, blobs: BlobsDep
+) -> FileResponse:
     """The job's audio while it is kept (``jobs.keep_audio``), for playing a segment back;
     ranges are served, so a player can seek without fetching the whole file."""
-    job = queue.get(job_id, owner, content=True)
+    job = queue.get(job_id, who, content=True)
     if job is None:
         raise _not_found(job_id)
     path = blobs.existing(job.blob_path)
     if path is None:
         raise AudioNotRetained(f"the audio of job {job_id} is not kept (jobs.keep_audio is off)")
+    if "range" not in request.headers or request.headers["range"].startswith("bytes=0-"):
+        # one record per playback, not one per range a player asks for while seeking
+        audit(request).event("result_read", who, client_ip(request), job_id, format="audio")
     media_type = mimetypes.guess_type(job.filename or "")[0] or "application/octet-stream"
     return FileResponse(path, media_type=media_type, content_disposition_type="inline")
 
 
 @router.delete("/{job_id}")
 def delete_job(
-    job_id: str, owner: Owner, settings: SettingsDep, queue: QueueDep, blobs: BlobsDep
+    request: Request,
+    job_id: str,
+    who: Caller,
+    settings: SettingsDep,
+    queue: QueueDep,
+    blobs: BlobsDep,
 ) -> dict[str, Any]:
     """Cancel a queued or running job; delete (and purge) one that has ended."""
+    owner = who.user_id
     job = queue.get(job_id, owner, content=True)
     if job is None:
         raise _not_found(job_id)
+    # Recorded first: a deletion or cancellation the audit log cannot take is not done.
+    kind = "job_deleted" if job.terminal else "job_cancelled"
+    audit(request).event(kind, who, client_ip(request), job_id)
     if not job.terminal:
         cancelled = queue.cancel(job_id, owner, ttl_s=settings.jobs.result_ttl_s)
         if cancelled is not None:

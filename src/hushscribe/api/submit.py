@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import Request
 
+from hushscribe.api.network_gate import client_ip
 from hushscribe.api.upload import Upload, read_upload
 from hushscribe.engine import make_options
 from hushscribe.engine.store import ModelStore
@@ -19,6 +20,8 @@ from hushscribe.errors import (
 )
 from hushscribe.jobs.blobs import BlobStore
 from hushscribe.jobs.queue import JobQueue, JobRecord
+from hushscribe.security.auditing import Auditor
+from hushscribe.security.principal import Principal
 from hushscribe.settings import Settings
 from hushscribe.transcript import FORMATS
 
@@ -116,26 +119,33 @@ async def accept_upload(
 
 async def enqueue(
     form: Upload,
-    owner: str,
+    who: Principal,
     task: str,
-    settings: Settings,
-    queue: JobQueue,
-    blobs: BlobStore,
+    request: Request,
     check: Callable[[Upload], object] | None = None,
 ) -> JobRecord:
-    """Validate the form (with ``check`` too, for fields only the caller reads) and queue its
-    job; on any error the uploaded audio is deleted at once. Runs in a thread: the database may
-    wait seconds for a lock, and the event loop must not."""
-    return await asyncio.to_thread(_enqueue, form, owner, task, settings, queue, blobs, check)
+    """Validate the form (with ``check`` too, for fields only the caller reads), record the
+    upload in the audit log, and queue its job; on any error (the audit log unwritable
+    included) the uploaded audio is deleted at once and no job exists. Runs in a thread: the
+    database may wait seconds for a lock, the audit log syncs to disk, and the event loop must
+    not wait for either."""
+    state = request.app.state
+    address = client_ip(request)
+    return await asyncio.to_thread(
+        _enqueue, form, who, address, task, state.settings, state.queue, state.blobs,
+        state.auditor, check,
+    )  # fmt: skip
 
 
 def _enqueue(
     form: Upload,
-    owner: str,
+    who: Principal,
+    address: str,
     task: str,
     settings: Settings,
     queue: JobQueue,
     blobs: BlobStore,
+    auditor: Auditor,
     check: Callable[[Upload], object] | None,
 ) -> JobRecord:
     assert form.blob is not None
@@ -144,8 +154,8 @@ def _enqueue(
             check(form)
         options = options_from_form(form, task)
         model = resolve_model(form.first("model"), settings)
-        return queue.enqueue(
-            owner=owner,
+        job = queue.enqueue(
+            owner=who.user_id,
             task=task,
             model=model,
             options=options,
@@ -156,6 +166,16 @@ def _enqueue(
             max_attempts=settings.jobs.max_attempts,
             queue_max=settings.jobs.queue_max,
         )
+        try:
+            auditor.event(
+                "upload", who, address, job.id, audio_sha256=form.blob.sha256,
+                bytes=form.blob.size, filename=form.filename, model=model, task=task,
+                language=options.get("language"),
+            )  # fmt: skip
+        except BaseException:
+            queue.delete(job.id, None)  # not recorded, so not done: no worker will find it
+            raise
+        return job
     except QueueFull:
         blobs.delete(form.blob.path)
         raise _queue_full(settings.jobs.queue_max) from None

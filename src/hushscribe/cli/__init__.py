@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from hushscribe import __version__
-from hushscribe.cli import models, tls
+from hushscribe.cli import audit, models, tls
 from hushscribe.cli.common import State, err_console
 from hushscribe.cli.serve import serve_cmd
 from hushscribe.cli.transcribe import transcribe_cmd
@@ -69,6 +69,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(tls.app, name="tls")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit.app, name="audit")
 app.command("transcribe")(transcribe_cmd)
 app.command("serve")(serve_cmd)
 

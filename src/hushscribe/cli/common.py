@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from hushscribe.audit.events import Actor
+from hushscribe.audit.log import AuditLog
+from hushscribe.security.auditing import Auditor
+from hushscribe.security.decisions import use_sink
 from hushscribe.settings import Settings, config_file_from_env, load_settings
 
 console = Console()
@@ -31,6 +36,7 @@ class State:
     config: Path | None = None
     data_dir: Path | None = None
     _settings: Settings | None = None
+    _auditor: Auditor | None = None
 
     @property
     def settings(self) -> Settings:
@@ -95,3 +101,22 @@ def bytes_progress() -> Progress:
         console=err_console,
         transient=True,
     )
+
+
+def operator() -> Actor:
+    """The person at the shell, as audit records name them."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return Actor(user=f"cli:{name}", method="cli")
+
+
+def auditor(ctx: typer.Context) -> Auditor:
+    """This command's audit log (the service's own), also receiving its access decisions."""
+    obj = state(ctx)
+    if obj._auditor is None:
+        settings = obj.settings
+        obj._auditor = Auditor(AuditLog(settings.audit, settings.audit_dir, settings.keys_dir))
+        use_sink(obj._auditor)
+    return obj._auditor

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hushscribe.cli.common import bytes_progress, console, err_console, state
+from hushscribe.audit.events import event
+from hushscribe.cli.common import auditor, bytes_progress, console, err_console, operator, state
 from hushscribe.engine.demo import DEMO_MODELS, install_demo
 from hushscribe.engine.store import ModelInfo, ModelStore
 from hushscribe.errors import HushscribeError
@@ -118,6 +119,12 @@ def import_model(
         info = store.import_model(
             path, name, replace=replace, progress=lambda n: bar.advance(task, n)
         )
+    auditor(ctx).log.append(event(
+        "model_imported", operator(), target=info.name, details={
+            "model": info.name, "model_sha256": info.sha256, "source": str(path.resolve()),
+            "bytes": info.bytes,
+        },
+    ))  # fmt: skip
     console.print(
         f"Imported [bold]{info.name}[/] ({info.size}, "
         f"{'multilingual' if info.multilingual else 'English-only'}) into {info.path}"
@@ -135,6 +142,8 @@ def remove(
     info = store.info(name)
     if not yes and not typer.confirm(f"Remove model '{name}' ({_mb(info.bytes)})?"):
         raise typer.Exit(1)
+    removed = {"model": name, "model_sha256": info.sha256}
+    auditor(ctx).log.append(event("model_removed", operator(), target=name, details=removed))
     store.remove(name)
     console.print(f"Removed {name}")
 

@@ -16,13 +16,17 @@ def first_run(settings: Settings, with_key: bool) -> None:
     printed once) and, ``with_key``, an API key for it (printed once)."""
     import os
 
+    from hushscribe.audit.log import AuditLog
     from hushscribe.db import make_engine
     from hushscribe.errors import InvalidRequest
-    from hushscribe.security.decisions import Decision, record
+    from hushscribe.security.auditing import Auditor
+    from hushscribe.security.decisions import Decision, record, use_sink
     from hushscribe.security.keys import KeyStore
     from hushscribe.security.users import ADMIN_PASSWORD_ENV, UserStore, first_admin
 
     engine = make_engine(settings.db_url)
+    log = AuditLog(settings.audit, settings.audit_dir, settings.keys_dir)
+    use_sink(Auditor(log))  # the first admin and key are on record
     try:
         try:
             made = first_admin(UserStore(engine, settings.auth), os.environ.get(ADMIN_PASSWORD_ENV))
@@ -50,6 +54,8 @@ def first_run(settings: Settings, with_key: bool) -> None:
         err_console.print("\n".join(lines), soft_wrap=True, highlight=False)
     finally:
         engine.dispose()
+        use_sink(None)
+        log.close()
 
 
 def serve_cmd(

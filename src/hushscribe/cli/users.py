@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hushscribe.cli.common import console, err_console, state
+from hushscribe.cli.common import auditor, console, err_console, state
 from hushscribe.db import make_engine
 from hushscribe.errors import InvalidRequest
 from hushscribe.security.decisions import Decision, record
@@ -29,11 +29,13 @@ keys_app = typer.Typer(help="Manage API keys (shown once, stored hashed).", no_a
 
 
 def _users(ctx: typer.Context) -> UserStore:
+    auditor(ctx)  # this command's decisions go to the service's audit log
     settings = state(ctx).settings
     return UserStore(make_engine(settings.db_url), settings.auth)
 
 
 def _keys(ctx: typer.Context) -> KeyStore:
+    auditor(ctx)
     return KeyStore(make_engine(state(ctx).settings.db_url))
 
 
@@ -152,7 +154,7 @@ def passwd(
     user = store.named(username)
     password, generated = _new_password(password_stdin, generate)
     store.set_password(user.id, password)
-    _audit("user_changed", user.username, password_changed=True)
+    _audit("user_changed", user.username, credential_reset=True)
     err_console.print(f"password of {user.username} changed; their sessions were ended")
     if generated:
         err_console.print("password (shown once):")

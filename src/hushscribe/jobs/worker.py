@@ -22,10 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from hushscribe.audio import SAMPLE_RATE, AudioReader, Samples, probe
+from hushscribe.audit.log import AuditLog
 from hushscribe.engine import LoadedModel, ModelManager, TranscribeOptions
 from hushscribe.engine.batch import Item, transcribe_many
 from hushscribe.engine.longform import BLOCK_S, read_head, transcribe_file, watched
-from hushscribe.errors import HushscribeError, InsufficientStorage, is_storage_full
+from hushscribe.errors import (
+    AuditUnavailable,
+    HushscribeError,
+    InsufficientStorage,
+    is_storage_full,
+)
+from hushscribe.jobs import audited
 from hushscribe.jobs.holding import Held, Holdings
 from hushscribe.jobs.queue import JobQueue, JobRecord, make_engine
 from hushscribe.jobs.registry import WorkerRegistry
@@ -96,6 +103,7 @@ class Worker:
         self.registry = WorkerRegistry(self.queue.engine)
         self.stats = Stats(self.queue.engine)
         self.manager = ModelManager(settings)
+        self.audit = AuditLog(settings.audit, settings.audit_dir, settings.keys_dir)
         self.holdings = Holdings(self.queue, worker_id, settings.jobs.lease_s)
         self.stopping = threading.Event()
         self._reported_loads: set[int] = set()
@@ -361,7 +369,18 @@ class Worker:
     def _finish_done(
         self, job: JobRecord, transcript_json: str, audio_seconds: float | None, elapsed: float
     ) -> None:
-        """Store the result (refused if the lease was lost meanwhile), purge the audio, count it."""
+        """Record it, store the result (refused if the lease was lost meanwhile), purge the
+        audio, count it. Unrecorded, it is not stored: the job goes back to the queue."""
+        try:
+            self.audit.append(audited.done(
+                job, transcript_json, audio_seconds, elapsed, self._model_sha256(job.model),
+                self.settings.audit.include_text,
+            ))  # fmt: skip
+        except AuditUnavailable as exc:
+            log.error("job %s: %s; it goes back to the queue", job.id, exc.message)
+            self.queue.fail(job.id, self.worker_id, exc.code, exc.message, retry=True)
+            self._ended(job)
+            return
         if self.queue.complete(
             job.id, self.worker_id, transcript_json, self.settings.jobs.result_ttl_s,
             audio_seconds=audio_seconds,
@@ -385,7 +404,17 @@ class Worker:
         )
         if final:
             self._purge_audio(job)
+            try:
+                self.audit.append(audited.failed(job, code))
+            except AuditUnavailable as exc:  # the failure stands; say so where it can be seen
+                log.error("job %s failed (%s) and %s", job.id, code, exc.message)
         self._ended(job)  # ended for good, or back in the queue: either way a waiter looks again
+
+    def _model_sha256(self, name: str) -> str | None:
+        try:
+            return self.manager.store.info(name).sha256
+        except HushscribeError:
+            return None
 
     def _purge_audio(self, job: JobRecord) -> None:
         if not self.settings.jobs.keep_audio:

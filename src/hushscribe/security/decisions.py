@@ -1,8 +1,9 @@
 """Every access decision in one record: who, from where, what, and the outcome.
 
-Today each decision is logged (logger ``hushscribe.access``, one JSON object per line, values
-JSON-encoded so that a name holding CR/LF cannot forge a line). The audit log subscribes here: it
-receives the same :class:`Decision` objects, so no access path can skip it. Secrets (passwords,
+Each decision is logged (logger ``hushscribe.access``, one JSON object per line, values
+JSON-encoded so that a name holding CR/LF cannot forge a line) and handed to the sink of the
+current context: the audit log of the app (or CLI command) that made it. A sink that cannot
+write raises (``AuditUnavailable``), and the action it records is not done. Secrets (passwords,
 keys, session ids) are never part of a decision.
 """
 
@@ -11,32 +12,38 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 log = logging.getLogger("hushscribe.access")
 
-_listeners: list[Callable[[Decision], None]] = []
-
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # e.g. "login", "request", "key_created", "user_changed"
+    action: str  # "login", "logout", "request", "key_created", "key_revoked", "user_changed"
     outcome: str  # "ok", "denied_address", "denied_auth", "denied_permission", "throttled", …
     address: str | None
-    actor: str | None = None  # user name (and key id) when known
-    method: str | None = None  # how the actor authenticated
+    actor: str | None = None  # the user's name when known (for a failed login: the name typed)
+    method: str | None = None  # how the actor authenticated: session, key, static_key, basic, cli…
     target: str | None = None  # what was acted on: a path, a user, a key id
     details: dict[str, Any] = field(default_factory=dict)
+    user_id: str | None = None
+    key_id: str | None = None
 
 
-def subscribe(listener: Callable[[Decision], None]) -> None:
-    """Receive every decision from now on (the audit log does)."""
-    _listeners.append(listener)
+Sink = Callable[[Decision], None]
+_sink: ContextVar[Sink | None] = ContextVar("hushscribe_decision_sink", default=None)
+
+
+def use_sink(sink: Sink | None) -> None:
+    """Send this context's decisions (and those of threads it starts) to ``sink``."""
+    _sink.set(sink)
 
 
 def record(decision: Decision) -> None:
     line = json.dumps({k: v for k, v in asdict(decision).items() if v not in (None, {})})
     (log.info if decision.outcome == "ok" else log.warning)(line)
-    for listener in list(_listeners):
-        listener(decision)
+    sink = _sink.get()
+    if sink is not None:
+        sink(decision)

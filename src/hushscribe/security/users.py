@@ -30,7 +30,8 @@ from hushscribe.settings import AuthSettings, Role
 
 USERNAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,127}$")
 SESSION_TOUCH_S: Final = 15.0
-"""A session's last-seen time is written at most this often (not on every request)."""
+"""A session's last-seen time is written at most this often (not on every request), and at
+least four times per idle timeout, so a session in use never ends for being idle."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,11 @@ class UserStore:
                 raise UserExists(f"a user named {name!r} exists")
             conn.execute(insert(users).values(**row))
         return _user(row)
+
+    def remove(self, user_id: str) -> None:
+        """Delete a user record (their keys and sessions go with it); for undoing an addition."""
+        with writing(self.engine) as conn:
+            conn.execute(delete(users).where(users.c.id == user_id))
 
     def get(self, user_id: str) -> User | None:
         with self.engine.connect() as conn:
@@ -233,7 +239,7 @@ class UserStore:
         if row.expires_at <= now or row.last_seen_at + idle_s <= now:
             self.end_session(hashed)
             return None
-        if now - row.last_seen_at > SESSION_TOUCH_S:
+        if now - row.last_seen_at > min(SESSION_TOUCH_S, idle_s / 4):
             with writing(self.engine) as conn:
                 conn.execute(
                     update(sessions).where(sessions.c.id_hash == hashed).values(last_seen_at=now)
