@@ -21,6 +21,7 @@ ORDER = (
     "load_accuracy",
     "memory_by_length",
     "healthz",
+    "audit_cost",
 )
 QUICK = RESULTS / "quick"
 """Where ``--quick`` smoke runs leave their results (ignored by git, never in the report)."""
