@@ -197,3 +197,20 @@ def test_what_an_operator_does_at_the_shell_is_on_record(tmp_path: Path) -> None
     assert records[0]["details"] == {"change": "created", "role": "user"}
     assert verify(data / "audit").ok
     assert BOB_PASSWORD.encode() not in b"".join(p.read_bytes() for p in (data / "audit").glob("*"))
+
+
+def test_a_changed_setting_is_named_at_the_next_start_without_its_value(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from hushscribe.api import create_app
+    from hushscribe.settings import load_settings
+
+    data = tmp_path / "data"
+    for extra in ({}, {}, {"jobs": {"queue_max": 7}, "auth": {"session_idle_s": 99}}):
+        with TestClient(create_app(load_settings(None, data_dir=data, **extra))):
+            pass
+    records = _records(data / "audit")
+    assert [r["type"] for r in records].count("service_start") == 3
+    changed = [r for r in records if r["type"] == "settings_changed"]
+    assert [r["details"]["changed"] for r in changed] == [["auth.session_idle_s", "jobs.queue_max"]]
+    assert "99" not in json.dumps([r["details"] for r in changed])  # names, not values

@@ -28,6 +28,7 @@ from hushscribe.api.metrics import Metrics, MetricsMiddleware
 from hushscribe.api.network_gate import NetworkGate
 from hushscribe.api.waiters import Waiters
 from hushscribe.audit.log import AuditLog
+from hushscribe.audit.settings_record import changed_since_last_start
 from hushscribe.errors import HushscribeError
 from hushscribe.fsutil import private_dir
 from hushscribe.jobs.blobs import BlobStore
@@ -84,6 +85,9 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
         app.state.supervisor = supervisor
         purge = asyncio.create_task(housekeeping.run(app.state.queue, app.state.blobs, settings))
         await asyncio.to_thread(auditor.service, "service_start")
+        changed = await asyncio.to_thread(changed_since_last_start, settings, settings.keys_dir)
+        if changed:
+            await asyncio.to_thread(auditor.event, "settings_changed", None, changed=changed)
         try:
             yield
         finally:
