@@ -214,3 +214,24 @@ def test_a_changed_setting_is_named_at_the_next_start_without_its_value(tmp_path
     changed = [r for r in records if r["type"] == "settings_changed"]
     assert [r["details"]["changed"] for r in changed] == [["auth.session_idle_s", "jobs.queue_max"]]
     assert "99" not in json.dumps([r["details"] for r in changed])  # names, not values
+
+
+def test_a_model_that_fails_verification_is_on_record(tmp_path: Path, data_dir: Path) -> None:
+    from hushscribe.engine.store import ModelStore
+
+    world = World(tmp_path)
+    ModelStore(world.settings.models_dir).import_model(data_dir / "models" / "tiny.en", "victim")
+    with world.client():
+        admin = world.session("admin")
+        assert admin.post("/v1/models/victim/verify").json()["ok"] is True
+        blob = world.settings.models_dir / "victim" / "model.bin"
+        with blob.open("r+b") as fh:  # one byte changed on disk
+            first = fh.read(1)
+            fh.seek(0)
+            fh.write(bytes([first[0] ^ 0xFF]))
+        answer = admin.post("/v1/models/victim/verify").json()
+        assert answer["ok"] is False and "model.bin" in answer["problems"][0]
+    failed = [r for r in _records(world.settings.audit_dir) if r["type"] == "model_verify_failed"]
+    assert len(failed) == 1
+    assert failed[0]["target"] == "victim" and failed[0]["actor"]["user"] == "admin"
+    assert failed[0]["details"]["code"] == "model_checksum_mismatch"

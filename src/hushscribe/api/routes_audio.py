@@ -178,7 +178,9 @@ def list_models(settings: SettingsDep) -> dict[str, Any]:
 
 
 @router.post("/models/{model_id}/verify")
-async def verify_model(model_id: str, settings: SettingsDep) -> dict[str, Any]:
+async def verify_model(
+    request: Request, model_id: str, who: Caller, settings: SettingsDep
+) -> dict[str, Any]:
     """Hash every file of a model again (admins): ``ok`` and what is wrong."""
     store = ModelStore(settings.models_dir)
     name = settings.engine.default_model if model_id in OPENAI_ALIASES else model_id
@@ -186,6 +188,11 @@ async def verify_model(model_id: str, settings: SettingsDep) -> dict[str, Any]:
     try:
         info = await asyncio.to_thread(store.verify, name, use_cache=False)
     except ModelChecksumMismatch as exc:
+        failed = functools.partial(
+            audit(request).event, "model_verify_failed", who, client_ip(request), name,
+            outcome="failed", model=name, code=exc.code, reason=exc.message,
+        )  # fmt: skip
+        await asyncio.to_thread(failed)
         return {"id": model_id, "ok": False, "problems": [exc.message]}
     return {"id": model_id, "ok": True, "problems": [], "sha256": info.sha256}
 
