@@ -188,10 +188,15 @@ def test_what_an_operator_does_at_the_shell_is_on_record(tmp_path: Path) -> None
     listed = json.loads(ok(cli(data, "keys", "list", "--json")).stdout)
     ok(cli(data, "keys", "revoke", listed[0]["id"]))
     ok(cli(data, "users", "disable", "bob"))
+    ok(cli(data, "audit", "verify"))
+    exported = ok(cli(data, "audit", "export", "--format", "jsonl")).stdout.splitlines()
     records = [r for r in _records(data / "audit") if r["type"] != "checkpoint"]
     assert [r["type"] for r in records] == [
-        "user_changed", "key_created", "key_revoked", "user_changed",
+        "user_changed", "key_created", "key_revoked", "user_changed", "audit_verified",
+        "audit_exported",
     ]  # fmt: skip
+    assert records[4]["details"]["ok"] is True
+    assert records[5]["details"]["records"] == len(exported) >= 5
     assert {r["actor"]["method"] for r in records} == {"cli"}
     assert all(r["actor"]["user"].startswith("cli:") and r["address"] == "local" for r in records)
     assert records[0]["details"] == {"change": "created", "role": "user"}

@@ -23,9 +23,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from hushscribe.audit import read
+from hushscribe.audit.events import event
 from hushscribe.audit.keys import HMAC_KEY_FILE
 from hushscribe.audit.verify import Report, verify
-from hushscribe.cli.common import console, err_console, state
+from hushscribe.cli.common import auditor, console, err_console, operator, state
 from hushscribe.errors import InvalidRequest
 
 app = typer.Typer(
@@ -121,6 +122,13 @@ def verify_cmd(
         except (OSError, ValueError) as exc:  # an unreadable folder, a key that is not one
             raise InvalidRequest(f"cannot check {audit_dir}: {exc}") from None
     _print_report(audit_dir, report)
+    if path is None:  # the service's own log: checking it is on its record
+        damage = report.damage
+        auditor(ctx).log.append(event("audit_verified", operator(), address="local", details={
+            k: v for k, v in {"records": report.records, "ok": report.ok,
+                              "first_bad_seq": damage.seq if damage else None,
+                              "damage": damage.kind if damage else None}.items() if v is not None
+        }))  # fmt: skip
     if not report.ok:
         raise typer.Exit(1)
 
@@ -208,6 +216,10 @@ def export_cmd(
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             count = write_export(found, format, f)
     err_console.print(f"[dim]{count} records[/]", highlight=False)
+    if path is None:  # records taken out of the service's own log: on its record
+        span = {"records": count, "from": from_, "to": to, "format": format}
+        kept = {k: v for k, v in span.items() if v is not None}
+        auditor(ctx).log.append(event("audit_exported", operator(), address="local", details=kept))
 
 
 def write_export(found: Iterator[dict[str, Any]], format: Format, out: IO[str]) -> int:

@@ -120,7 +120,7 @@ def import_model(
             path, name, replace=replace, progress=lambda n: bar.advance(task, n)
         )
     auditor(ctx).log.append(event(
-        "model_imported", operator(), target=info.name, details={
+        "model_imported", operator(), address="local", target=info.name, details={
             "model": info.name, "model_sha256": info.sha256, "source": str(path.resolve()),
             "bytes": info.bytes,
         },
@@ -143,7 +143,9 @@ def remove(
     if not yes and not typer.confirm(f"Remove model '{name}' ({_mb(info.bytes)})?"):
         raise typer.Exit(1)
     removed = {"model": name, "model_sha256": info.sha256}
-    auditor(ctx).log.append(event("model_removed", operator(), target=name, details=removed))
+    auditor(ctx).log.append(
+        event("model_removed", operator(), address="local", target=name, details=removed)
+    )
     store.remove(name)
     console.print(f"Removed {name}")
 
