@@ -1,10 +1,10 @@
 """The page in a real Chromium (Python Playwright, the Debian browser) against a real server.
 
 One server per module (both demo models, audio kept for segment playback, a 2 MB upload cap),
-the users ursula and victor beside the first admin, and one browser whose microphone is a fake
-device reading a real English clip. Every page the tests open is watched: each request must go
-to the server's own origin, and no console error, uncaught page error or CSP violation may
-happen; the ``web`` fixture checks that when the test ends.
+the users ursula and victor and the auditor audrey beside the first admin, and one browser whose
+microphone is a fake device reading a real English clip. Every page the tests open is watched:
+each request must go to the server's own origin, and no console error, uncaught page error or
+CSP violation may happen; the ``web`` fixture checks that when the test ends.
 """
 
 from __future__ import annotations
@@ -44,7 +44,13 @@ SMALL = {"width": 360, "height": 740}
 
 MAX_BYTES = 2_000_000
 """The server's upload cap here: above jfk.flac (1.15 MB), below ``big_file``."""
-PASSWORDS = {"ursula": "ursula's long password 2", "victor": "victor's long password 3"}
+PASSWORDS = {
+    "ursula": "ursula's long password 2",
+    "victor": "victor's long password 3",
+    "audrey": "audrey's long password 4",
+}
+ROLES = {"audrey": "auditor"}
+"""Users with another role than ``user``."""
 MIC_CLIP = "61-70968-0000.flac"
 """What the fake microphone says (4.9 s): "he began a confused complaint against the wizard who
 had vanished behind the curtain on the left"."""
@@ -170,7 +176,8 @@ class Web:
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Service]:
-    """A real server for the browser: audio kept, a 2 MB cap, users ursula and victor."""
+    """A real server for the browser: audio kept, a 2 MB cap, users ursula and victor, and
+    audrey, an auditor."""
     root = service_data_dir(tmp_path_factory.mktemp("browser-service"), data_dir / "models")
     env = {
         "HUSHSCRIBE_JOBS__KEEP_AUDIO": "true",
@@ -180,7 +187,10 @@ def svc(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Se
     try:
         with service.admin() as admin:
             for name, password in PASSWORDS.items():
-                r = admin.post("/v1/users", json={"username": name, "password": password})
+                role = ROLES.get(name, "user")
+                r = admin.post(
+                    "/v1/users", json={"username": name, "password": password, "role": role}
+                )
                 assert r.status_code == 201, r.text
         yield service
     finally:

@@ -67,6 +67,7 @@ PLACES = {
     "transcribe": "#drop-zone",
     "jobs": "#jobs-table:visible, #jobs-empty:visible",
     "admin": "#users-table",
+    "audit": "#audit-filters",
 }
 
 
@@ -215,8 +216,9 @@ COLLECT_TEXT = """
     const shown = el.tagName === 'OPTION' ? (el.closest('select') && seen(el.closest('select')))
                                           : seen(el);
     if (!shown) continue;
-    // The transcript itself is what was said (English here), not the page's words.
-    const skip = !!el.closest('#transcript .segment-text');
+    // The transcript itself is what was said (English here), not the page's words; nor are an
+    // audit record's own values (a reason code, a path, a file name) as the log holds them.
+    const skip = !!el.closest('#transcript .segment-text, #audit-table .audit-value');
     out.push({text, where: where(el), tag: el.tagName.toLowerCase(), skip});
   }
   for (const el of document.querySelectorAll(
@@ -293,12 +295,12 @@ class ChineseCheck:
     """Collects what is left in English on each place; fails once, listing all of them."""
 
     def __init__(self, svc: Service) -> None:
-        self.words = set(ALLOWED_WORDS) | hostname_words() | {"ursula", "victor"}
+        self.words = set(ALLOWED_WORDS) | hostname_words() | {"ursula", "victor", "audrey"}
         self.words |= set(LANGUAGES)  # codes beside names: "粵語 (yue)"
         self.words |= {LANGUAGES[code] for code in SAME_IN_ENGLISH}  # "语言：English"
         with svc.admin() as admin:
             models = [m["id"].lower() for m in admin.get("/v1/models").json()["data"]]
-        self.exact = {"ursula", "victor", "admin", *models}
+        self.exact = {"ursula", "victor", "audrey", "admin", *models}
         self.words |= {w for m in models for w in re.findall(r"[a-z]{3,}", m)}
         self.left: dict[str, list[str]] = {}
 
@@ -532,6 +534,112 @@ def test_chinese_leaves_no_english_string(web: Web, svc: Service, jfk: Path, jfk
     go(page, "admin")
     check.check(page, "admin")
     web.shoot(page, "zh-admin")
+    check.assert_none()
+
+
+AUDIT_PAGE = 100
+"""Records the audit place asks for at a time."""
+
+
+def audit_rows(page: Page) -> Locator:
+    return page.locator("#audit-table tbody tr[data-seq]")
+
+
+def is_audit_list(r: Response) -> bool:
+    return r.request.method == "GET" and urlsplit(r.url).path == "/v1/audit"
+
+
+def test_auditor_reads_filters_and_verifies_the_audit_log(web: Web, svc: Service) -> None:
+    # More records than one page holds: each refused request is one (audrey may not list jobs).
+    with svc.signed_in("audrey", password("audrey")) as client:
+        for _ in range(AUDIT_PAGE + 10):
+            assert client.get("/v1/jobs").status_code == 403
+    page = web.page()
+    page.goto("/")
+    # A failed sign-in first: the log must show it.
+    page.locator("#login-username").fill("audrey")
+    page.locator("#login-password").fill("not audrey's password")
+    page.locator("#login-submit").click()
+    expect(page.locator("#login-error")).to_be_visible()
+    with page.expect_response(is_audit_list) as first:
+        sign_in(page, "audrey")
+    assert first.value.ok, first.value.text()
+
+    # Only the audit place: an auditor neither transcribes nor has jobs.
+    expect(page.locator("nav a[data-nav]")).to_have_count(1)
+    expect(page.locator('nav a[data-nav="audit"]')).to_have_attribute("aria-current", "page")
+    expect(page.locator("#drop-zone")).to_be_hidden()
+    expect(page.locator("#audit-filters")).to_be_visible()
+    rows = audit_rows(page)
+    expect(rows.first).to_be_visible()
+    expect(page.locator("#audit-empty")).to_be_hidden()
+
+    # Oldest first: "Load more" follows the cursor to the end, where audrey's sign-in here is.
+    event = "td:nth-child(3)"
+    signed_in_event = page.locator(event, has_text=re.compile(r"^\s*Signed in\s*$"))
+    mine = page.locator("#audit-table tbody tr", has_text="audrey").filter(has=signed_in_event)
+    more = page.locator("#audit-more")
+    expect(more).to_be_visible()
+    for _ in range(50):
+        if not more.is_visible():
+            break
+        shown = rows.count()
+        with page.expect_response(is_audit_list) as info:
+            more.click()
+        assert f"after={rows.nth(shown - 1).get_attribute('data-seq')}" in info.value.url
+        expect(rows).not_to_have_count(shown)
+    expect(more).to_be_hidden()
+    assert rows.count() > AUDIT_PAGE
+    expect(mine).to_have_count(2)  # through the API above, and in this browser
+    last_denied = rows.filter(has=page.locator(event, has_text="Access denied")).last
+    assert int(mine.last.get_attribute("data-seq") or 0) > int(
+        last_denied.get_attribute("data-seq") or 0
+    )
+    seqs = [int(s) for s in rows.evaluate_all("rs => rs.map(r => r.dataset.seq)")]
+    assert seqs == sorted(set(seqs)), seqs  # in log order, none twice
+    cells = [c.strip() for c in mine.last.locator("td").all_inner_texts()]
+    assert "Succeeded" in cells[6], cells  # the outcome in words, not only in colour
+    assert re.search(r"\d", cells[1]) and not re.search(r"\d{4}-\d\d-\d\dT", cells[1]), cells
+
+    # Only failed sign-ins: the one above is among them.
+    page.locator("#audit-type").select_option("login_failed")
+    with page.expect_response(is_audit_list) as info:
+        page.locator("#audit-filters [type=submit]").click()
+    assert "type=login_failed" in info.value.url, info.value.url
+    data = info.value.json()["data"]
+    assert data and {r["type"] for r in data} == {"login_failed"}, data
+    expect(rows).to_have_count(len(data))  # the table drawn again, from this answer
+    expect(rows.first).to_have_attribute("data-seq", str(data[0]["seq"]))
+    failed = page.locator("#audit-table tbody tr", has_text="audrey")
+    expect(failed.first).to_be_visible()
+    events = {e.strip() for e in rows.locator(event).all_inner_texts()}
+    assert events == {"Sign-in failed"}, events
+    outcome = failed.first.locator("td").nth(6)
+    expect(outcome).to_have_text(re.compile("Denied"))
+
+    # The whole log checks out.
+    result = page.locator("#audit-verify-result")
+    expect(result).to_have_attribute("role", "status")
+    with page.expect_response(lambda r: urlsplit(r.url).path == "/v1/audit/verify") as v:
+        page.locator("#audit-verify").click()
+    assert v.value.ok and v.value.json()["ok"] is True, v.value.text()
+    expect(result).to_contain_text("intact")
+    expect(result).to_contain_text(re.compile(r"\d+ records"))
+    expect(page.locator("[role=alert]:visible")).to_have_count(0)
+    web.shoot(page, "audit")
+
+    # In Chinese, nothing on the place is left in English but the records' own data.
+    check = ChineseCheck(svc)
+    page.locator("#lang-switch").click()
+    expect(page.locator("html")).to_have_attribute("lang", re.compile(r"^zh"))
+    expect(result).to_contain_text("完好")
+    check.check(page, "audit")
+    with page.expect_response(is_audit_list):  # every kind of record the tests above caused
+        page.locator("#audit-clear").click()
+    expect(page.locator("#audit-type")).to_have_value("")
+    expect(rows).to_have_count(AUDIT_PAGE)
+    check.check(page, "audit, unfiltered")
+    web.shoot(page, "zh-audit")
     check.assert_none()
 
 

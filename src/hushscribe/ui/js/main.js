@@ -11,12 +11,13 @@ import { initRecorder } from './recorder.js';
 import { addJob, initJobs, refreshJobs, startJobs } from './jobs.js';
 import { initTranscript, leaveTranscript, openTranscript } from './transcript.js';
 import { initAdmin, openAdmin } from './admin.js';
+import { initAudit, openAudit } from './audit.js';
 
 const PLACES = [
   { name: 'transcribe', key: 'nav.transcribe', allowed: () => can('transcribe') },
   { name: 'jobs', key: 'nav.jobs', allowed: () => can('jobs:read') },
   { name: 'admin', key: 'nav.admin', allowed: () => role() === 'admin' },
-  { name: 'audit', key: 'nav.audit', allowed: () => role() === 'auditor' },
+  { name: 'audit', key: 'nav.audit', allowed: () => can('audit:read') },
 ];
 const VIEW_IDS = {
   transcribe: 'view-transcribe',
@@ -82,6 +83,7 @@ function show(target) {
   updateTitle();
   if (target.view === 'jobs') refreshJobs();
   if (target.view === 'admin') openAdmin();
+  if (target.view === 'audit') openAudit();
   if (target.view === 'transcript') openTranscript(target.param);
   const moved = before && (before.view !== target.view || before.param !== target.param);
   if (moved) {
@@ -173,6 +175,7 @@ async function boot() {
   initJobs();
   initTranscript();
   initAdmin();
+  initAudit();
   window.addEventListener('hashchange', route);
 
   let session = null;
