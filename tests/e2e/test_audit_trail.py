@@ -98,10 +98,14 @@ def test_a_scripted_session_leaves_exactly_one_record_per_event(
     assert dict(counts) == {
         "service_start": 1, "service_stop": 1,
         "login_ok": 3, "login_failed": 1, "logout": 1,
-        "user_changed": 1, "key_created": 1, "key_revoked": 1,
+        "user_changed": 2, "key_created": 1, "key_revoked": 1,
         "upload": 3, "transcription_done": 3, "result_read": 3, "job_deleted": 1,
         "access_denied": 3,
     }, counts  # fmt: skip
+    made = [(r["actor"]["user"], r["target"]) for r in records if r["type"] == "user_changed"]
+    assert made == [("first-run", "admin"), ("admin", "ursula")]  # the first start's admin too
+    key_made = next(r for r in records if r["type"] == "key_created")
+    assert key_made["actor"]["user_id"] and key_made["actor"]["method"] == "session"
     # One gap-free sequence, written by the API and the workers both.
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
     done = [r for r in records if r["type"] == "transcription_done"]

@@ -51,9 +51,10 @@ def _audit(
 ) -> None:
     record(
         Decision(
-            action, "ok", client_ip(request), principal.actor, principal.method, target, details
+            action, "ok", client_ip(request), principal.username, principal.method, target,
+            details, user_id=principal.user_id, key_id=principal.key_id,
         )
-    )
+    )  # fmt: skip
 
 
 @router.get("/users")
