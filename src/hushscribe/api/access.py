@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from ipaddress import ip_address
 from typing import Annotated, Final, Literal
 
-from fastapi import Depends, Request, WebSocketException
+from fastapi import Depends, WebSocketException
 from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -161,88 +161,77 @@ class Authenticator:
         raise Unauthorized("sign in, or send an API key: `Authorization: Bearer KEY`")
 
 
-async def _deny(exc: HushscribeError, address: str, path: str, outcome: str) -> JSONResponse:
-    """The refusal, recorded first (in a thread: the audit log syncs to disk). If the record
-    cannot be written the refusal still stands: refusing does nothing that needs undoing."""
+async def _record_denial(exc: HushscribeError, address: str, path: str) -> None:
+    """A refusal on the record (in a thread: the audit log syncs to disk). If the record cannot
+    be written the refusal still stands: refusing does nothing that needs undoing."""
+    outcome = {429: "throttled", 401: "denied_auth", 503: "denied_auth"}.get(
+        exc.status, "denied_permission"
+    )
     denied = Decision("request", outcome, address, target=path, details={"code": exc.code})
     try:
         await asyncio.to_thread(record, denied)
     except HushscribeError:
         log.exception("could not record a refusal")
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 class AccessGate:
-    """ASGI middleware: credentials → principal (in ``scope["state"]["principal"]``), or 401."""
+    """ASGI middleware: credentials → principal (in ``scope["state"]["principal"]``), or 401 —
+    for HTTP and WebSockets alike (a refused WebSocket is closed with 1008 before the handshake
+    completes, which the client sees as HTTP 403)."""
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
         self.app = app
         self.auth = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        websocket = scope["type"] == "websocket"
         path = scope.get("path", "")
-        if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
-            return
-        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+        if not websocket and (scope["type"] != "http" or public):
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
-        address = client_ip(request)
-        if KEY_PARAMS & {k.lower() for k in request.query_params}:
-            exc: HushscribeError = Unauthorized(
-                "credentials in the URL are refused (URLs end up in logs and browser history); "
-                "send `Authorization: Bearer KEY`"
-            )
-            await (await _deny(exc, address, path, "denied_auth"))(scope, receive, send)
-            return
-        settings = self.auth.settings
-        if path == "/metrics" and _in(address, settings.network.metrics_allow):
-            await self.app(scope, receive, send)
-            return
-        try:
-            principal = await asyncio.to_thread(
-                self.auth.resolve, dict(request.headers), dict(request.cookies), address
-            )
-            if principal.method == "session" and scope["method"] not in SAFE_METHODS:
-                sent = request.headers.get(CSRF_HEADER, "")
-                session_id = request.cookies.get(SESSION_COOKIE, "")
-                if not hmac.compare_digest(sent.encode(), csrf_token(session_id).encode()):
-                    raise CsrfFailed(f"missing or wrong {CSRF_HEADER} header for this session")
-        except HushscribeError as exc:
-            outcome = "denied_auth" if exc.status in (401, 503) else "denied_permission"
-            if exc.status == 429:
-                outcome = "throttled"
-            await (await _deny(exc, address, path, outcome))(scope, receive, send)
-            return
-        scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The same credentials for a WebSocket (a key header, or the session cookie from a page
-        of this origin); refused ones are closed before the handshake completes (HTTP 403)."""
         conn = HTTPConnection(scope)
         address = client_ip(conn)
         try:
-            if KEY_PARAMS & {k.lower() for k in conn.query_params}:
-                raise Unauthorized("credentials in the URL are refused")
-            principal = await asyncio.to_thread(
-                self.auth.resolve, dict(conn.headers), dict(conn.cookies), address
-            )
-            origin = conn.headers.get("origin")
-            if principal.method == "session" and origin is not None:
-                host = conn.headers.get("host", "")
-                if origin.split("://", 1)[-1] != host:  # another site's page using our cookie
-                    raise CsrfFailed("a WebSocket from another origin")
+            principal = await self._admit(conn, address, websocket)
         except HushscribeError as exc:
-            why = {"code": exc.code}
-            record(
-                Decision("request", "denied_auth", address, target=scope.get("path"), details=why)
-            )
-            await send({"type": "websocket.close", "code": 1008})
+            await _record_denial(exc, address, path)
+            if websocket:
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+                await response(scope, receive, send)
             return
-        scope.setdefault("state", {})["principal"] = principal
+        if principal is not None:
+            scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+    async def _admit(self, conn: HTTPConnection, address: str, websocket: bool) -> Principal | None:
+        """The principal of a request or WebSocket; None for a scrape from ``metrics_allow``.
+        Raises what the caller is told."""
+        if KEY_PARAMS & {k.lower() for k in conn.query_params}:
+            raise Unauthorized(
+                "credentials in the URL are refused (URLs end up in logs and browser history); "
+                "send `Authorization: Bearer KEY`"
+            )
+        allowed = self.auth.settings.network.metrics_allow
+        if not websocket and conn.url.path == "/metrics" and _in(address, allowed):
+            return None
+        principal = await asyncio.to_thread(
+            self.auth.resolve, dict(conn.headers), dict(conn.cookies), address
+        )
+        if principal.method != "session":
+            return principal
+        if websocket:  # a cookie rides along from any page: only this origin's pages may use it
+            origin = conn.headers.get("origin")
+            if origin is not None and origin.split("://", 1)[-1] != conn.headers.get("host", ""):
+                raise CsrfFailed("a WebSocket from another origin")
+        elif conn.scope["method"] not in SAFE_METHODS:
+            sent = conn.headers.get(CSRF_HEADER, "")
+            expected = csrf_token(conn.cookies.get(SESSION_COOKIE, ""))
+            if not hmac.compare_digest(sent.encode(), expected.encode()):
+                raise CsrfFailed(f"missing or wrong {CSRF_HEADER} header for this session")
+        return principal
 
 
 def _in(address: str, networks: Sequence[IPNetwork]) -> bool:
