@@ -8,4 +8,14 @@ _os.environ["HF_HUB_OFFLINE"] = "1"
 _os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 _os.environ["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"  # noqa: S105 (a flag, not a secret)
 
+# Proxy variables would send a library's request to a proxy, out of the network: removed before
+# anything can read them, kept aside for `network.use_proxy_env = true` (security/egress.py).
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "ftp_proxy", "no_proxy")
+_SET_ASIDE_PROXY_ENV = {
+    name: _os.environ.pop(name)
+    for var in PROXY_VARIABLES
+    for name in (var, var.upper())
+    if name in _os.environ
+}
+
 __version__ = "0.1.0"

@@ -49,6 +49,24 @@ class NetworkSettings(BaseModel):
         description="CIDRs that may read `/metrics` without a key (a Prometheus scraper); from "
         "elsewhere it needs a key with the `metrics` scope.",
     )
+    egress_guard: bool = Field(
+        True,
+        description="Refuse every outgoing connection and name lookup of the process except to "
+        "loopback, the hosts these settings name (LDAP, syslog, database) and `egress_allow`; "
+        "each refusal is logged and audited (`egress_blocked`). Turn off only to debug.",
+    )
+    egress_allow: list[str] = Field(
+        default_factory=list,
+        description="More destinations the process may reach: CIDRs (`10.20.0.0/16`) or host "
+        "names (`pg.internal`). Loopback and the configured LDAP, syslog and database hosts are "
+        "allowed without being listed.",
+    )
+    use_proxy_env: bool = Field(
+        False,
+        description="Honour `HTTP(S)_PROXY`/`ALL_PROXY`/`NO_PROXY` from the environment. Off: "
+        "they are removed at start, before any library can read them (hushscribe itself needs "
+        "no proxy: it connects to nothing outside).",
+    )
 
 
 API_KEY_MIN_CHARS = 32

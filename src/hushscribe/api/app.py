@@ -36,6 +36,7 @@ from hushscribe.jobs.queue import JobQueue, make_engine
 from hushscribe.jobs.registry import WorkerRegistry
 from hushscribe.jobs.stats import Stats
 from hushscribe.jobs.supervisor import Supervisor
+from hushscribe.security import egress
 from hushscribe.security.auditing import Auditor
 from hushscribe.security.decisions import use_sink
 from hushscribe.security.keys import KeyStore
@@ -83,6 +84,7 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
             app.state.notify_work = supervisor.notify_work
             app.state.waiters.relay(supervisor.done_connections)
         app.state.supervisor = supervisor
+        egress.report_to(egress.reporter_for(audit_log))  # where `hushscribe serve` guards
         purge = asyncio.create_task(housekeeping.run(app.state.queue, app.state.blobs, settings))
         await asyncio.to_thread(auditor.service, "service_start")
         changed = await asyncio.to_thread(changed_since_last_start, settings, settings.keys_dir)

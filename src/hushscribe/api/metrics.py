@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hushscribe.jobs.queue import JobQueue
 from hushscribe.jobs.stats import PROCESSING_BUCKETS, Stats
 from hushscribe.jobs.tables import STATUSES
+from hushscribe.security import egress
 
 
 class Metrics:
@@ -75,6 +76,16 @@ class _JobCollector(Collector):
             if key.startswith("model_load_seconds:"):
                 load.add_metric([key.split(":", 1)[1]], value)
         yield load
+        yield GaugeMetricFamily(
+            "hushscribe_egress_guard_active",
+            "1 when this process refuses outgoing connections beyond its allowed hosts.",
+            value=1.0 if egress.active() is not None else 0.0,
+        )
+        yield CounterMetricFamily(
+            "hushscribe_egress_blocked",
+            "Outgoing connections and lookups refused (this process).",
+            value=egress.blocked_count(),
+        )
 
 
 class MetricsMiddleware:

@@ -16,6 +16,7 @@ from hushscribe.cli.serve import serve_cmd
 from hushscribe.cli.transcribe import transcribe_cmd
 from hushscribe.cli.users import keys_app, users_app
 from hushscribe.errors import HushscribeError
+from hushscribe.security import egress
 
 SHARED_OPTIONS = ("--config", "--data-dir")
 """Root options a user may also write after the command: `hushscribe transcribe x.wav --data-dir
@@ -112,6 +113,9 @@ def root(
 
 def main() -> None:
     """Entry point: expected errors become one readable line and exit code 2."""
+    # Before any command runs: nothing but loopback until the settings (read by the command)
+    # name more — LDAP, syslog, the database (security/egress.py).
+    egress.install(egress.EgressPolicy())
     try:
         app()
     except HushscribeError as exc:

@@ -20,6 +20,7 @@ from rich.progress import (
 
 from hushscribe.audit.events import Actor
 from hushscribe.audit.log import AuditLog
+from hushscribe.security import egress
 from hushscribe.security.auditing import Auditor
 from hushscribe.security.decisions import use_sink
 from hushscribe.settings import Settings, config_file_from_env, load_settings
@@ -42,6 +43,7 @@ class State:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = self._load()
+            egress.configure(self._settings)  # the hosts they name may now be reached
         return self._settings
 
     def _load(self) -> Settings:

@@ -39,6 +39,7 @@ from hushscribe.jobs.registry import WorkerRegistry
 from hushscribe.jobs.signals import WorkerLink
 from hushscribe.jobs.stats import Stats
 from hushscribe.jobs.watchdog import DECODE, PROCESS, Watchdog
+from hushscribe.security import egress
 from hushscribe.settings import Settings
 
 log = logging.getLogger("hushscribe.worker")
@@ -430,9 +431,11 @@ def worker_main(
     """Entry point of a worker process (spawned by the supervisor)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one line per job is enough
+    egress.apply(settings)  # a spawned process: the guard of `hushscribe serve`, again
     if link is not None:
         link.start()
     worker = Worker(settings, worker_id, link, watchdog)
+    egress.report_to(egress.reporter_for(worker.audit))
 
     def _stop(signum: int, _frame: Any) -> None:
         worker.stopping.set()
