@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import ipaddress
 import json
 import os
@@ -22,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -81,6 +83,14 @@ class Namespace:
         if done.returncode != 0:
             raise RuntimeError(f"in {self.name}: exit {done.returncode}\n{done.stderr[-3000:]}")
         return done.stdout
+
+    def popen(self, args: list[str], **kw: Any) -> subprocess.Popen[str]:
+        """A long-running process inside the namespace (a server, tcpdump); the caller ends it.
+        Keyword arguments go to :class:`subprocess.Popen` (``env`` replaces the default one)."""
+        env = kw.pop("env", {**os.environ, "PYTHONPATH": str(REPO), "NO_PROXY": "*"})
+        kw.setdefault("cwd", REPO)
+        kw.setdefault("text", True)
+        return subprocess.Popen(["ip", "netns", "exec", self.name, *args], env=env, **kw)
 
     def requests(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """HTTP requests made from inside the namespace, one client (and one process) for all:
@@ -144,6 +154,30 @@ class Lab:
         if self._lock is not None:
             self._lock.close()  # releases the flock; the file stays for the next run
             self._lock = None
+
+
+@contextlib.contextmanager
+def isolated() -> Iterator[Namespace]:
+    """A namespace with nothing but loopback: no interface to any other host, no route at all,
+    a ``resolv.conf`` naming 127.0.0.1 (where nothing answers). What an air-gapped host has, at
+    its most extreme. ``address`` and ``gateway`` are 127.0.0.1 (servers inside bind there)."""
+    if os.geteuid() != 0:
+        raise RuntimeError("network namespaces need root")
+    remove_stale()
+    name = f"{PREFIX}-{os.getpid()}-{next(_isolated_ids)}"
+    ns = Namespace(name, "127.0.0.1", "127.0.0.1", root_link="")
+    try:
+        _ip("netns", "add", name)
+        _ip("-n", name, "link", "set", "lo", "up")
+        etc = Path("/etc/netns") / name
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+        yield ns
+    finally:
+        _remove(name, None)
+
+
+_isolated_ids = itertools.count(100)  # Lab numbers its namespaces from 1; these never meet them
 
 
 def _remove(name: str, root_link: str | None) -> None:
