@@ -234,7 +234,9 @@ class ModelStore:
     ) -> ModelInfo:
         """Copy a model directory or .tar/.tar.gz archive into the store and write its manifest.
 
-        ``expected`` pins SHA-256 values (file → hash) that the copied files must have.
+        ``expected`` pins SHA-256 values (file → hash) that the copied files must have. A model
+        that carries a ``manifest.json`` (one copied from a store, as in an offline bundle) must
+        also match it: a file changed or dropped since is refused.
         Nothing is left in the store when any step fails.
         """
         target = self._dir(name)
@@ -251,10 +253,20 @@ class ModelStore:
                 model_dir.mkdir()
                 for f in files:
                     shutil.copyfile(source / f, model_dir / f)
+                carried = _carried_manifest(source, source)
             else:
                 model_dir = _extract_archive(source, staging / "archive")
+                carried = _carried_manifest(model_dir, source)
+            label = source_label or str(source)
+            if carried:
+                missing = sorted(f for f in carried if not (model_dir / f).is_file())
+                if missing:
+                    raise ModelChecksumMismatch(
+                        f"{label}: {', '.join(missing)} listed in its manifest.json but missing; "
+                        "the model was altered or damaged — refusing to install it"
+                    )
             return self.install_prepared(
-                model_dir, name, source_label or str(source), expected=expected, progress=progress
+                model_dir, name, label, expected={**carried, **(expected or {})}, progress=progress
             )
 
     def install_prepared(
@@ -305,6 +317,26 @@ class ModelStore:
         info = self.info(name)
         _remove(info.path)
         return info
+
+
+def _carried_manifest(model_dir: Path, source: Path) -> dict[str, str]:
+    """File → SHA-256 from the ``manifest.json`` a model brings along (none: empty). One that is
+    not JSON is refused; JSON of another shape (another tool's file) is not ours to check."""
+    path = model_dir / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidModel(f"{source}: its {MANIFEST} is unreadable ({exc})") from None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict):
+        return {}
+    return {
+        str(f): str(v["sha256"])
+        for f, v in files.items()
+        if isinstance(v, dict) and isinstance(v.get("sha256"), str)
+    }
 
 
 def _remove(path: Path) -> None:
