@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from hushscribe.cli.common import err_console, state
 from hushscribe.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def first_run(settings: Settings, with_key: bool) -> None:
@@ -58,6 +62,16 @@ def first_run(settings: Settings, with_key: bool) -> None:
         log.close()
 
 
+STARTUP_FAILURE = 3
+"""Exit status when the server could not start (uvicorn's)."""
+
+
+def _workers_alive(app: FastAPI) -> bool:
+    """The worker pool can work: at least one worker process lives (or workers run elsewhere)."""
+    supervisor = getattr(app.state, "supervisor", None)
+    return supervisor is None or int(supervisor.alive()) > 0
+
+
 def serve_cmd(
     ctx: typer.Context,
     host: Annotated[
@@ -82,6 +96,7 @@ def serve_cmd(
 
     from hushscribe.api import create_app
     from hushscribe.api.connections import MAX_HEAD_BYTES, connection_limit, protocol_class
+    from hushscribe.sdnotify import Notifier, NotifyingServer
 
     settings = state(ctx).settings
     update: dict[str, Any] = {}
@@ -104,8 +119,9 @@ def serve_cmd(
     # A no-op handler here makes a graceful stop end with exit status 0, as systemd expects.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     limits = settings.server
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=limits.host,
         port=limits.port,
         http=protocol_class(limits.header_timeout_s, connection_limit(limits.max_connections)),
@@ -119,4 +135,9 @@ def serve_cmd(
         ssl_keyfile=str(limits.tls_key) if limits.tls_key else None,
         proxy_headers=False,  # X-Forwarded-For is read by NetworkGate, from trusted proxies only
     )
+    http_server = NotifyingServer(config, Notifier.from_environ(), lambda: _workers_alive(app))
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a graceful stop, as uvicorn.run
+        http_server.run()
+    if not http_server.started:  # uvicorn.run's exit status when the server could not start
+        raise typer.Exit(STARTUP_FAILURE)
     err_console.print("hushscribe stopped; running jobs were put back in the queue")
