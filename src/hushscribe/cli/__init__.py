@@ -10,8 +10,9 @@ import typer
 from typer.core import TyperGroup
 
 from hushscribe import __version__
-from hushscribe.cli import audit, models, tls
+from hushscribe.cli import audit, bundle, deploy, models, tls
 from hushscribe.cli.common import State, err_console
+from hushscribe.cli.doctor import doctor_cmd
 from hushscribe.cli.serve import serve_cmd
 from hushscribe.cli.transcribe import transcribe_cmd
 from hushscribe.cli.users import keys_app, users_app
@@ -71,8 +72,11 @@ app.add_typer(tls.app, name="tls")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(bundle.app, name="bundle")
+app.add_typer(deploy.app, name="deploy")
 app.command("transcribe")(transcribe_cmd)
 app.command("serve")(serve_cmd)
+app.command("doctor")(doctor_cmd)
 
 
 def _version(value: bool) -> None:

@@ -4,8 +4,8 @@ name (LDAP, syslog, the database, ``network.egress_allow``).
 A Python audit hook (PEP 578) sees every ``socket.connect``, ``sendto``, ``sendmsg`` and name
 lookup that Python code makes — the standard library, ldap3, httpx, huggingface_hub alike — before
 it happens, and refuses the ones the policy does not allow with :class:`EgressBlocked` (a
-``PermissionError``, so callers that handle connection errors handle it). Nothing is sent: a
-refused lookup never reaches a resolver, a refused connect never leaves a SYN. Each refusal is
+``PermissionError``, so callers that handle connection errors handle it). A refused lookup
+never reaches a resolver, a refused connect never leaves a SYN. Each refusal is
 logged, counted and handed to the reporters (the audit log's ``egress_blocked``).
 
 What it cannot see: connections made inside C libraries without Python's socket module (libpq
@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ _REVERSE = frozenset({"socket.gethostbyaddr", "socket.getnameinfo"})
 _SENDS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg"})
 _INTERNAL_MODULES = ("socket", "ssl", "asyncio", "selectors", "hushscribe.security.egress")
 
+RESOLVE_EVERY_S = 30.0
 log = logging.getLogger("hushscribe.egress")
 
 
@@ -114,9 +116,16 @@ def policy_for(settings: Any) -> EgressPolicy:
             return
         entry = entry.strip().lower().rstrip(".")
         try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
+            net = ipaddress.ip_network(entry, strict=False)
         except ValueError:
             hosts.add(entry)
+            return
+        covered = any(
+            net.version == n.version and net.subnet_of(n)  # type: ignore[arg-type]
+            for n in networks
+        )
+        if not covered:
+            networks.append(net)
 
     add(settings.server.host)  # binding to a name looks it up
     ldap = getattr(settings.auth, "ldap", None)
@@ -135,6 +144,7 @@ class _Guard:
     policy: EgressPolicy
     reporters: list[Reporter] = field(default_factory=list)
     blocked: int = 0
+    resolved_at: float = -RESOLVE_EVERY_S
     local: threading.local = field(default_factory=threading.local)
 
     def hook(self, event: str, args: tuple[Any, ...]) -> None:
@@ -163,11 +173,16 @@ class _Guard:
                 self.refuse(event, host, None)
 
     def resolves_to(self, address: str) -> bool:
-        """Whether a configured host name resolves to ``address`` now (looked up only on the way
-        to a refusal, so a directory server that moved is still reached; glibc's resolver runs
-        in C, outside this hook)."""
-        if getattr(self.local, "resolving", False):
+        """Whether a configured host name resolves to ``address`` (so a directory server that
+        moved is still reached). Looked up only on the way to a refusal, at most every
+        ``RESOLVE_EVERY_S``, and only the names the settings allow (glibc's resolver runs in C,
+        outside this hook): a refusal may cost a lookup of an allowed name, never anything else."""
+        if getattr(self.local, "resolving", False) or not (self.policy.hosts - LOOPBACK_NAMES):
             return False
+        now = time.monotonic()
+        if now - self.resolved_at < RESOLVE_EVERY_S:
+            return False
+        self.resolved_at = now
         self.local.resolving = True
         try:
             import socket
