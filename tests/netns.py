@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import itertools
 import ipaddress
+import itertools
 import json
 import os
 import re
@@ -102,6 +102,42 @@ class Namespace:
 
     def request(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
         return self.requests([{"method": method, "url": url, **kw}])[0]
+
+    def sysctl(self, *settings: str) -> None:
+        """``sysctl -w`` inside the namespace (its own copy of ``net.*``); fails on error."""
+        done = self.run(["sysctl", "-q", "-w", *settings])
+        if done.returncode != 0:
+            raise RuntimeError(f"sysctl in {self.name}: {done.stderr.strip()}")
+
+    def disable_ipv6(self) -> None:
+        """No IPv6 in the namespace, nor on this machine's end of its veth: the kernels' router
+        solicitations, MLD reports and neighbour discovery stop, and a capture on the link holds
+        only what processes send (and ARP)."""
+        self.sysctl("net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+        if self.root_link:
+            subprocess.run(
+                ["sysctl", "-q", "-w", f"net.ipv6.conf.{self.root_link}.disable_ipv6=1"],
+                check=True, capture_output=True, timeout=30,
+            )  # fmt: skip
+        left = _ip("-n", self.name, "-6", "-o", "addr").stdout.strip()
+        if left:
+            raise RuntimeError(f"IPv6 addresses left in {self.name}: {left}")
+
+    def sink_default_route(self) -> None:
+        """Route every address that is not on the namespace's own links into a sink: a veth whose
+        other end is also in the namespace, with no address, ARP off and forwarding off.
+
+        Without a default route a connect to the outside fails before any packet exists (network
+        unreachable), so a capture would prove nothing about it. With this one, a packet for any
+        address is really sent, so a capture in the namespace (``-i any``) sees it, and then it is
+        dropped at the other end (addressed to another host's MAC, nowhere to forward): it never
+        leaves the namespace."""
+        out, peer = "hssink", "hssinkpeer"  # names are per namespace
+        _ip("-n", self.name, "link", "add", out, "type", "veth", "peer", "name", peer)
+        for link in (out, peer):
+            _ip("-n", self.name, "link", "set", link, "arp", "off", "up")
+        _ip("-n", self.name, "route", "add", "default", "dev", out)
+        self.sysctl("net.ipv4.ip_forward=0")
 
 
 @dataclass

@@ -7,6 +7,10 @@ import os as _os
 _os.environ["HF_HUB_OFFLINE"] = "1"
 _os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 _os.environ["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"  # noqa: S105 (a flag, not a secret)
+# onnxruntime (faster-whisper's Silero VAD) sends usage telemetry from its C++ code to an outside
+# collector — a name lookup ~20 s after the first VAD run, then repeatedly: no Python audit hook
+# sees it (tests/e2e/test_zero_egress.py caught it on the wire). Read once, at its import.
+_os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 # Proxy variables would send a library's request to a proxy, out of the network: removed before
 # anything can read them, kept aside for `network.use_proxy_env = true` (security/egress.py).
