@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from hushscribe import __version__
@@ -123,8 +124,10 @@ def main() -> None:
     try:
         app()
     except HushscribeError as exc:
-        err_console.print(
-            f"[red]error[/] [dim]({exc.code})[/]: {exc.message}", highlight=False, soft_wrap=True
+        err_console.print(  # the message is text, not markup: `hushscribe[convert]` stays
+            f"[red]error[/] [dim]({exc.code})[/]: {escape(exc.message)}",
+            highlight=False,
+            soft_wrap=True,
         )
         sys.exit(2)
     except KeyboardInterrupt:
