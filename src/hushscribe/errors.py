@@ -130,6 +130,26 @@ class DemoModelsUnavailable(HushscribeError):
     status = 500
 
 
+class UnknownModel(InvalidRequest):
+    """A request names a model that is neither installed nor an alias."""
+
+    code = "model_not_found"
+
+
+class ModelLoadFailed(HushscribeError):
+    """A verified model that the engine could not load (out of memory, unreadable weights)."""
+
+    code = "model_load_failed"
+    status = 503
+
+
+class ModelOverBudget(HushscribeError):
+    """Loading a model would pass ``models.memory_budget_mb``."""
+
+    code = "model_over_budget"
+    status = 503
+
+
 class InvalidOption(InvalidRequest):
     """A transcription option that is unknown or does not fit the model."""
 
@@ -329,3 +349,26 @@ def status_for_code(code: str | None) -> int:
 
 def type_for_status(status: int) -> str:
     return "invalid_request_error" if 400 <= status < 500 else "server_error"
+
+
+# --- converting checkpoints (engine/convert.py) -------------------------------------------------
+
+
+class UnsafeCheckpoint(InvalidModel):
+    """A checkpoint's pickle names something other than tensors and containers: refused unrun."""
+
+    code = "unsafe_checkpoint"
+
+
+class TokenizerRequired(InvalidModel):
+    """An OpenAI checkpoint holds no tokenizer, and none that fits it was given or installed."""
+
+    code = "tokenizer_required"
+
+
+class ConverterUnavailable(HushscribeError):
+    """Converting this kind of checkpoint needs the optional ``convert`` extra."""
+
+    code = "converter_unavailable"
+    status = 500
+    type = "server_error"

@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from hushscribe.audit.events import event
 from hushscribe.cli.common import auditor, bytes_progress, console, err_console, operator, state
+from hushscribe.engine.checkpoints import checkpoint_kind
+from hushscribe.engine.convert import QUANTIZATIONS, import_checkpoint
 from hushscribe.engine.demo import DEMO_MODELS, install_demo
 from hushscribe.engine.store import ModelInfo, ModelStore
 from hushscribe.errors import HushscribeError
@@ -101,24 +105,80 @@ def verify(
         raise typer.Exit(1)
 
 
+class _Stages:
+    """A conversion's stages as one bar each on the shared progress display."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.task: TaskID | None = None
+
+    def stage(self, description: str, total: int | None) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(description, total=total)
+
+    def advance(self, n: int) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task, n)
+
+
 @app.command("import")
 def import_model(
     ctx: typer.Context,
     path: Annotated[
-        Path, typer.Argument(help="CTranslate2 Whisper model directory or .tar/.tar.gz.")
+        Path,
+        typer.Argument(
+            help="CTranslate2 Whisper model directory or .tar/.tar.gz; or a checkpoint to "
+            "convert: OpenAI's .pt, or a Hugging Face Whisper directory."
+        ),
     ],
     name: Annotated[str, typer.Option("--name", "-n", help="Name to install it under.")],
     replace: Annotated[bool, typer.Option(help="Replace a model of the same name.")] = False,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(
+            help="tokenizer.json for an OpenAI .pt (which holds none); default: that of an "
+            "installed model with the same vocabulary."
+        ),
+    ] = None,
+    quantization: Annotated[
+        str,
+        typer.Option(help=f"How a converted model stores its weights: {', '.join(QUANTIZATIONS)}."),
+    ] = "float16",
 ) -> None:
-    """Import a model from a local directory or archive and write its manifest."""
+    """Import a model from a local directory, archive or checkpoint and write its manifest."""
     store = _store(ctx)
-    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
-    size = size or (path.stat().st_size if path.is_file() else 0)
-    with bytes_progress() as bar:
-        task = bar.add_task(f"importing {name}", total=size or None)
-        info = store.import_model(
-            path, name, replace=replace, progress=lambda n: bar.advance(task, n)
+    if checkpoint_kind(path) is not None:
+        with bytes_progress() as bar:
+            converted = import_checkpoint(
+                store,
+                path,
+                name,
+                tokenizer=tokenizer,
+                quantization=quantization,
+                replace=replace,
+                progress=_Stages(bar),
+            )
+        info = converted.info
+        for note in converted.notes:
+            console.print(f"[dim]{escape(note)}[/]", highlight=False, soft_wrap=True)
+        console.print(
+            f"Converted {escape(converted.source)} {escape(path.name)} "
+            f"({_mb(converted.input_bytes)} of weights) in {converted.seconds:.1f} s"
         )
+    else:
+        if tokenizer is not None or quantization != "float16":
+            raise typer.BadParameter(
+                "--tokenizer and --quantization apply only to a checkpoint being converted "
+                "(an OpenAI .pt or a Hugging Face Whisper directory)"
+            )
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+        size = size or (path.stat().st_size if path.is_file() else 0)
+        with bytes_progress() as bar:
+            task = bar.add_task(f"importing {name}", total=size or None)
+            info = store.import_model(
+                path, name, replace=replace, progress=lambda n: bar.advance(task, n)
+            )
     auditor(ctx).log.append(event(
         "model_imported", operator(), address="local", target=info.name, details={
             "model": info.name, "model_sha256": info.sha256, "source": str(path.resolve()),
