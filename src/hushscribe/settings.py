@@ -37,6 +37,7 @@ from hushscribe.settings_access import (
     api_key_weakness,
 )
 from hushscribe.settings_audit import AuditSettings
+from hushscribe.settings_models import ModelSettings
 
 __all__ = [
     "API_KEY_MIN_CHARS",
@@ -287,6 +288,9 @@ class Settings(BaseSettings):
     )
     audio: AudioLimits = Field(default_factory=AudioLimits, description="Media limits.")
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Model running.")
+    models: ModelSettings = Field(
+        default_factory=ModelSettings, description="Resident models, budget, fallback aliases."
+    )
     jobs: JobSettings = Field(default_factory=JobSettings, description="Queue and workers.")
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API access.")

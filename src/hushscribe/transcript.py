@@ -38,11 +38,22 @@ class Segment(BaseModel):
     tokens: list[int] = Field(default_factory=list)
 
 
+class FallbackRef(BaseModel):
+    """A model passed over on the way to the one that produced a transcript."""
+
+    model: str
+    reason: str = Field(description="missing, damaged, load_failed, out_of_memory, "
+                        "memory_budget or queue_wait")  # fmt: skip
+    detail: str = ""
+
+
 class ModelRef(BaseModel):
-    """Which model produced a transcript."""
+    """Which model produced a transcript (and, after a fallback, which was asked for)."""
 
     name: str
     sha256: str = Field(description="SHA-256 of the model's model.bin")
+    requested: str | None = Field(None, description="The model or alias the request named.")
+    fallbacks: list[FallbackRef] = Field(default_factory=list)
 
 
 class Transcript(BaseModel):
@@ -140,7 +151,7 @@ def verbose_json(t: Transcript) -> dict[str, Any]:
         ],
         "language_code": t.language,
         "language_probability": t.language_probability,
-        "model": t.model.model_dump(),
+        "model": t.model.model_dump(exclude_defaults=True),  # fallbacks only when there were
         "options": t.options,
     }
     if any(s.words for s in t.segments):

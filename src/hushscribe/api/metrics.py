@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hushscribe.api.gpu_metrics import GpuCollector
 from hushscribe.jobs.queue import JobQueue
 from hushscribe.jobs.stats import PROCESSING_BUCKETS, Stats
 from hushscribe.jobs.tables import STATUSES
@@ -35,6 +36,7 @@ class Metrics:
 
     def watch_jobs(self, queue: JobQueue, stats: Stats) -> None:
         self.registry.register(_JobCollector(queue, stats))
+        self.registry.register(GpuCollector())
 
 
 class _JobCollector(Collector):
@@ -68,14 +70,18 @@ class _JobCollector(Collector):
             "hushscribe_real_time_factor", "Processing seconds per audio second, last job.",
             value=s.get("last_real_time_factor", 0.0),
         )  # fmt: skip
-        load = GaugeMetricFamily(
+        yield _by_key(s, "model_load_seconds:", GaugeMetricFamily(
             "hushscribe_model_load_seconds", "Seconds the last load of each model took.",
             labels=["model"],
-        )  # fmt: skip
-        for key, value in s.items():
-            if key.startswith("model_load_seconds:"):
-                load.add_metric([key.split(":", 1)[1]], value)
-        yield load
+        ))  # fmt: skip
+        yield _by_key(s, "model_memory_bytes:", GaugeMetricFamily(
+            "hushscribe_model_memory_bytes",
+            "Resident memory the last load of each model added to its worker.", labels=["model"],
+        ))  # fmt: skip
+        yield _by_key(s, "model_fallbacks_total:", CounterMetricFamily(
+            "hushscribe_model_fallbacks", "Models passed over for the next of their chain, by "
+            "reason.", labels=["reason"],
+        ))  # fmt: skip
         yield GaugeMetricFamily(
             "hushscribe_egress_guard_active",
             "1 when this process refuses outgoing connections beyond its allowed hosts.",
@@ -86,6 +92,15 @@ class _JobCollector(Collector):
             "Outgoing connections and lookups refused (this process).",
             value=egress.blocked_count(),
         )
+
+
+def _by_key(
+    stats: dict[str, float], prefix: str, family: GaugeMetricFamily | CounterMetricFamily
+) -> GaugeMetricFamily | CounterMetricFamily:
+    for key, value in stats.items():
+        if key.startswith(prefix):
+            family.add_metric([key.removeprefix(prefix)], value)
+    return family
 
 
 class MetricsMiddleware:

@@ -168,10 +168,30 @@ def model_view(info: ModelInfo, model_id: str | None = None) -> dict[str, Any]:
     }
 
 
+def _loaded_on(request: Request, settings: Settings) -> dict[str, int]:
+    """How many live workers hold each model in memory."""
+    counts: dict[str, int] = {}
+    for worker in request.app.state.registry.alive(within_s=settings.jobs.lease_s):
+        for name in worker.models:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 @router.get("/models")
-def list_models(settings: SettingsDep) -> dict[str, Any]:
+def list_models(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    """Installed models, then aliases: which is the default, which are loaded (on how many
+    workers) and, for an alias, its chain."""
     store = ModelStore(settings.models_dir)
+    loaded = _loaded_on(request, settings)
     data = [model_view(m) for m in store.list()]
+    for model in data:
+        model["loaded"] = loaded.get(model["id"], 0)
+    for alias, chain in settings.models.aliases.items():
+        data.append({
+            "id": alias, "object": "model", "created": 0, "owned_by": "hushscribe",
+            "alias_of": chain.models, "queue_wait_s": chain.queue_wait_s,
+            "loaded": sum(loaded.get(m, 0) for m in chain.models),
+        })  # fmt: skip
     for model in data:  # the page puts it first and names it so
         model["default"] = model["id"] == settings.engine.default_model
     return {"object": "list", "data": data}
@@ -184,6 +204,7 @@ async def verify_model(
     """Hash every file of a model again (admins): ``ok`` and what is wrong."""
     store = ModelStore(settings.models_dir)
     name = settings.engine.default_model if model_id in OPENAI_ALIASES else model_id
+    name = settings.models.chain(name)[0]  # an alias: its first model
     store.info(name)  # 404 for a model that is not installed
     try:
         info = await asyncio.to_thread(store.verify, name, use_cache=False)
@@ -201,4 +222,4 @@ async def verify_model(
 def get_model(model_id: str, settings: SettingsDep) -> dict[str, Any]:
     store = ModelStore(settings.models_dir)
     name = settings.engine.default_model if model_id in OPENAI_ALIASES else model_id
-    return model_view(store.info(name), model_id)
+    return model_view(store.info(settings.models.chain(name)[0]), model_id)

@@ -15,7 +15,7 @@ from hushscribe.api.routes_audio import failed_job_response, rendered
 from hushscribe.api.submit import accept_upload, enqueue
 from hushscribe.api.views import job_view
 from hushscribe.errors import AudioNotRetained, InvalidOption, JobNotDone, JobNotFound
-from hushscribe.transcript import FORMATS
+from hushscribe.transcript import FORMATS, Transcript
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -62,7 +62,13 @@ def get_job(job_id: str, who: Caller, queue: QueueDep) -> dict[str, Any]:
     job = queue.get(job_id, who)
     if job is None:
         raise _not_found(job_id)
-    return job_view(job)
+    view = job_view(job)
+    result = queue.result(job_id, who) if job.status == "done" else None  # its owner's view
+    if result is not None:
+        used = Transcript.model_validate_json(result).model
+        view["model_used"] = used.name  # after a fallback, not the model asked for
+        view["fallbacks"] = [f.model_dump() for f in used.fallbacks]
+    return view
 
 
 @router.get("/{job_id}/result")

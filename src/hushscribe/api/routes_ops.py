@@ -32,7 +32,9 @@ def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
         alive = registry.alive(within_s=settings.jobs.lease_s)
         if not alive:
             reasons.append("no worker is alive")
-        elif not any(settings.engine.default_model in w.models for w in alive):
+        elif not any(
+            set(settings.models.chain(settings.engine.default_model)) & set(w.models) for w in alive
+        ):
             reasons.append(f"default model '{settings.engine.default_model}' is not loaded")
     except Exception as exc:  # the database itself is down
         reasons.append(f"database unavailable: {type(exc).__name__}")

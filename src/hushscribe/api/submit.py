@@ -17,6 +17,7 @@ from hushscribe.errors import (
     InvalidOption,
     QueueFull,
     RequestTimeout,
+    UnknownModel,
 )
 from hushscribe.jobs.blobs import BlobStore
 from hushscribe.jobs.queue import JobQueue, JobRecord
@@ -53,9 +54,20 @@ def _number(value: str | None, name: str, kind: type[int] | type[float]) -> Any:
 
 
 def resolve_model(name: str | None, settings: Settings) -> str:
+    """The model or alias a request names (OpenAI's names mean the default); an unknown one is
+    a 400 that lists what there is."""
     if not name or name in OPENAI_ALIASES:
         return settings.engine.default_model
-    ModelStore(settings.models_dir).info(name)  # raises model_not_found with the import hint
+    if name in settings.models.aliases:
+        return name
+    installed = ModelStore(settings.models_dir).names()
+    if name not in installed:
+        available = [*installed, *settings.models.aliases]
+        raise UnknownModel(
+            f"model '{name[:64]}' is not installed here; available: "
+            f"{', '.join(available) or 'none'} (GET /v1/models). An administrator adds one with "
+            "`hushscribe models import PATH --name NAME`"
+        )
     return name
 
 

@@ -108,7 +108,8 @@ AccessDenied = _event("AccessDenied", "access", _WHY | {"by", "needs", "path", "
 Upload = _event("Upload", "upload", _AUDIO | _MODEL | {"job_id"}, frozenset({"audio_sha256"}))
 TranscriptionDone = _event(
     "TranscriptionDone", "transcribe",
-    _AUDIO | _MODEL | {"processing_s", "segments", "text", "text_included", "attempts"},
+    _AUDIO | _MODEL | {"processing_s", "segments", "text", "text_included", "attempts",
+                       "requested_model", "fallbacks"},
 )  # fmt: skip
 TranscriptionFailed = _event(
     "TranscriptionFailed", "transcribe", _AUDIO | _MODEL | _WHY | {"processing_s", "attempts"}

@@ -11,6 +11,7 @@ import ctranslate2
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 
+from hushscribe.engine import cuda_libs
 from hushscribe.engine.store import ModelInfo, ModelStore
 from hushscribe.settings import EngineSettings
 
@@ -22,8 +23,18 @@ def resolve_device(settings: EngineSettings) -> tuple[str, str]:
         device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
     compute = settings.compute_type
     if compute == "auto":
-        compute = "float16" if device == "cuda" else "int8"
+        compute = gpu_compute_type() if device == "cuda" else "int8"
     return device, compute
+
+
+def gpu_compute_type() -> str:
+    """The best compute type the GPU supports: float16, else int8 with float16, else float32
+    (older cards lack fast float16)."""
+    supported = ctranslate2.get_supported_compute_types("cuda")
+    for kind in ("float16", "int8_float16"):
+        if kind in supported:
+            return kind
+    return "float32"
 
 
 class Whisper(WhisperModel):  # type: ignore[misc]
@@ -83,6 +94,8 @@ def load_model(store: ModelStore, name: str, settings: EngineSettings) -> Loaded
     started = time.perf_counter()
     info = store.verify(name)
     device, compute = resolve_device(settings)
+    if device == "cuda":
+        cuda_libs.preload()
     whisper = Whisper(
         str(info.path.resolve()),  # an absolute local path: faster-whisper never resolves a hub id
         device=device,

@@ -33,16 +33,20 @@ def done(
     transcript_json: str,
     audio_seconds: float | None,
     processing_s: float,
-    model_sha256: str | None,
     include_text: bool,
 ) -> AuditEvent:
     transcript = json.loads(transcript_json)
+    model = transcript.get("model") or {}
+    fallbacks = model.get("fallbacks") or []
     details = {
         **_job_details(job),
         "duration_s": round(audio_seconds, 3) if audio_seconds is not None else None,
         "processing_s": round(processing_s, 3),
         "language": transcript.get("language"),
-        "model_sha256": model_sha256,
+        "model": model.get("name") or job.model,  # the model that did it, after any fallback
+        "model_sha256": model.get("sha256"),
+        "requested_model": job.model if model.get("name") not in (None, job.model) else None,
+        "fallbacks": [f"{f['model']}:{f['reason']}" for f in fallbacks] or None,
         "segments": len(transcript.get("segments") or []),
     }
     if include_text:

@@ -70,6 +70,12 @@ class Stats:
     def model_loaded(self, name: str, seconds: float) -> None:
         self.add({f"model_loads_total:{name}": 1.0}, {f"model_load_seconds:{name}": seconds})
 
+    def fallback(self, reason: str) -> None:
+        self.add({f"model_fallbacks_total:{reason}": 1.0}, {})
+
+    def model_memory(self, name: str, resident_bytes: int) -> None:
+        self.add({}, {f"model_memory_bytes:{name}": float(resident_bytes)})
+
     def read(self) -> dict[str, float]:
         with self.engine.connect() as conn:
             return {r.key: r.value for r in conn.execute(select(stats.c.key, stats.c.value))}

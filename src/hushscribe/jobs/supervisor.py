@@ -89,6 +89,14 @@ class Supervisor:
         )
         return self.settings.model_copy(update={"engine": engine})
 
+    def _gpu(self, slot: _Slot) -> int | None:
+        """The GPU a worker gets to itself (``CUDA_VISIBLE_DEVICES``): one worker per GPU, or
+        several sharing them in turn; None on CPU."""
+        if self.settings.engine.device == "cpu":
+            return None
+        gpus = ctranslate2.get_cuda_device_count()
+        return slot.index % gpus if gpus else None
+
     @property
     def queue(self) -> JobQueue:
         if self._queue is None:
@@ -101,7 +109,7 @@ class Supervisor:
         watchdog = Watchdog(self._ctx)
         proc = self._ctx.Process(
             target=worker_main,
-            args=(self._worker_settings(), slot.worker_id, worker_end, watchdog),
+            args=(self._worker_settings(), slot.worker_id, worker_end, watchdog, self._gpu(slot)),
             name=f"hushscribe-worker-{slot.index}",
             daemon=False,
         )

@@ -27,13 +27,12 @@ from hushscribe.engine import LoadedModel, ModelManager, TranscribeOptions
 from hushscribe.engine.batch import Item, transcribe_many
 from hushscribe.engine.longform import BLOCK_S, read_head, transcribe_file, watched
 from hushscribe.errors import (
-    AuditUnavailable,
     HushscribeError,
     InsufficientStorage,
     is_storage_full,
 )
-from hushscribe.jobs import audited
 from hushscribe.jobs.holding import Held, Holdings
+from hushscribe.jobs.outcomes import Outcomes
 from hushscribe.jobs.queue import JobQueue, JobRecord, make_engine
 from hushscribe.jobs.registry import WorkerRegistry
 from hushscribe.jobs.signals import WorkerLink
@@ -41,6 +40,7 @@ from hushscribe.jobs.stats import Stats
 from hushscribe.jobs.watchdog import DECODE, PROCESS, Watchdog
 from hushscribe.security import egress
 from hushscribe.settings import Settings
+from hushscribe.transcript import Transcript
 
 log = logging.getLogger("hushscribe.worker")
 
@@ -105,6 +105,7 @@ class Worker:
         self.stats = Stats(self.queue.engine)
         self.manager = ModelManager(settings)
         self.audit = AuditLog(settings.audit, settings.audit_dir, settings.keys_dir)
+        self.outcomes = Outcomes(settings, worker_id, self.queue, self.stats, self.audit, link)
         self.holdings = Holdings(self.queue, worker_id, settings.jobs.lease_s)
         self.stopping = threading.Event()
         self._reported_loads: set[int] = set()
@@ -129,7 +130,7 @@ class Worker:
             if not worked:
                 default = self.settings.engine.default_model
                 self.manager.unload_idle(keep=default)  # ready means: can transcribe now
-                if default not in self.manager.loaded():
+                if not set(self.manager.chain(default)[1]) & set(self.manager.loaded()):
                     self._load_default()  # after an import or a repair; unchanged files: no work
                 if self.link is not None:
                     self.link.wait_for_work(self.settings.jobs.poll_interval_s)
@@ -198,8 +199,9 @@ class Worker:
         that is missing or damaged does not stop the worker: jobs for other models still run, and
         jobs for this one fail with its error."""
         try:
-            with self.manager.use(self.settings.engine.default_model) as model:
-                self._report_load(model)
+            for name in dict.fromkeys([*self.settings.models.preload, None]):  # default last
+                with self.manager.use_best(name) as (model, _):
+                    self._report_load(model)
             self._default_error = None
         except HushscribeError as exc:
             if exc.message != self._default_error:  # said once, not at every poll
@@ -218,6 +220,7 @@ class Worker:
         if id(model) not in self._reported_loads:
             self._reported_loads.add(id(model))
             self.stats.model_loaded(model.info.name, model.load_seconds)
+            self.stats.model_memory(model.info.name, self.manager.memory().get(model.info.name, 0))
 
     def arm(self, stage: int, job_ids: list[str]) -> None:
         if self.watchdog is not None:
@@ -237,7 +240,7 @@ class Worker:
         try:
             with self._outcome(job, held):
                 transcript_json, seconds = self._run(job, held)
-                self._finish_done(job, transcript_json, seconds, time.perf_counter() - started)
+                self.outcomes.done(job, transcript_json, seconds, time.perf_counter() - started)
         finally:
             self.holdings.release(job.id)
 
@@ -250,18 +253,18 @@ class Worker:
             log.info("job %s cancelled or lease lost; dropping its work", job.id)
             current = self.queue.get(job.id, None)
             if current is not None and current.status == "cancelled":
-                self._purge_audio(job)
-            self._ended(job)
+                self.outcomes.purge_audio(job)
+            self.outcomes.ended(job)
         except HushscribeError as exc:
-            self._finish_failed(job, exc.code, exc.message, retry=False)
+            self.outcomes.failed(job, exc.code, exc.message, retry=False)
         except Exception as exc:
             if is_storage_full(exc):
                 error = InsufficientStorage("the server's disk is full; the job will be retried")
                 with contextlib.suppress(Exception):  # may fail too: then its lease runs out
-                    self._finish_failed(job, error.code, error.message, retry=True)
+                    self.outcomes.failed(job, error.code, error.message, retry=True)
                 raise  # the loop backs off
             log.exception("job %s failed unexpectedly", job.id)  # a bug: another try may work
-            self._finish_failed(job, "internal_error", f"worker error: {type(exc).__name__}", True)
+            self.outcomes.failed(job, "internal_error", f"worker error: {type(exc).__name__}", True)
         finally:
             self.disarm()
 
@@ -272,14 +275,15 @@ class Worker:
         def open_reader() -> AudioReader:
             return AudioReader(path, limits, name)
 
-        with self.manager.use(job.model) as model:
+        def work(model: LoadedModel) -> Transcript:
             self._report_load(model)
-            result = transcribe_file(
-                model, open_reader, options, self.settings.engine, _Watch(self, [held])
-            )
+            watch = _Watch(self, [held])
+            return transcribe_file(model, open_reader, options, self.settings.engine, watch)
+
+        result, choice = self.manager.run(job.model, time.time() - job.created_at, work)
         if held.lost.is_set():
             raise Cancelled
-        return result.model_dump_json(), result.duration
+        return self.outcomes.chosen(result, choice).model_dump_json(), result.duration
 
     # --- several short jobs in one decode ------------------------------------------------------
 
@@ -334,30 +338,35 @@ class Worker:
         ids = [job.id for job, _, _ in together]
         try:
             items = [Item(samples, options) for _, samples, options in together]
-            with self.manager.use(together[0][0].model) as model:
+
+            def work(model: LoadedModel) -> list[Transcript | HushscribeError]:
                 self._report_load(model)
                 self.arm(PROCESS, ids)
-                results = transcribe_many(model, items, self.settings.engine)
+                return transcribe_many(model, items, self.settings.engine)
+
+            first = together[0][0]
+            results, choice = self.manager.run(first.model, time.time() - first.created_at, work)
             self.disarm()
             elapsed = time.perf_counter() - started
             for (job, samples, _), result in zip(together, results, strict=True):
                 lost = self.holdings.lost(job.id)
                 if isinstance(result, HushscribeError):
-                    self._finish_failed(job, result.code, result.message, retry=False)
+                    self.outcomes.failed(job, result.code, result.message, retry=False)
                 elif lost:
-                    self._ended(job)
+                    self.outcomes.ended(job)
                 else:
                     seconds = len(samples) / SAMPLE_RATE
-                    self._finish_done(job, result.model_dump_json(), seconds, elapsed)
+                    transcript = self.outcomes.chosen(result, choice).model_dump_json()
+                    self.outcomes.done(job, transcript, seconds, elapsed)
         except HushscribeError as exc:  # e.g. the model cannot be loaded: each job fails with it
             for job, _, _ in together:
-                self._finish_failed(job, exc.code, exc.message, retry=False)
+                self.outcomes.failed(job, exc.code, exc.message, retry=False)
         except Exception as exc:
             if is_storage_full(exc):
                 raise
             log.exception("batch of %d jobs failed unexpectedly", len(together))
             for job, _, _ in together:
-                self._finish_failed(
+                self.outcomes.failed(
                     job, "internal_error", f"worker error: {type(exc).__name__}", True
                 )
         finally:
@@ -365,70 +374,17 @@ class Worker:
             for job_id in ids:
                 self.holdings.release(job_id)
 
-    # --- outcomes ------------------------------------------------------------------------------
-
-    def _finish_done(
-        self, job: JobRecord, transcript_json: str, audio_seconds: float | None, elapsed: float
-    ) -> None:
-        """Record it, store the result (refused if the lease was lost meanwhile), purge the
-        audio, count it. Unrecorded, it is not stored: the job goes back to the queue."""
-        try:
-            self.audit.append(audited.done(
-                job, transcript_json, audio_seconds, elapsed, self._model_sha256(job.model),
-                self.settings.audit.include_text,
-            ))  # fmt: skip
-        except AuditUnavailable as exc:
-            log.error("job %s: %s; it goes back to the queue", job.id, exc.message)
-            self.queue.fail(job.id, self.worker_id, exc.code, exc.message, retry=True)
-            self._ended(job)
-            return
-        if self.queue.complete(
-            job.id, self.worker_id, transcript_json, self.settings.jobs.result_ttl_s,
-            audio_seconds=audio_seconds,
-        ):  # fmt: skip
-            self._purge_audio(job)
-            self.stats.job_done(audio_seconds or 0.0, elapsed)
-        self._ended(job)
-
-    def _ended(self, job: JobRecord) -> None:
-        if self.link is not None:
-            self.link.job_ended(job.id)
-
-    def _finish_failed(self, job: JobRecord, code: str, message: str, retry: bool) -> None:
-        final = self.queue.fail(
-            job.id,
-            self.worker_id,
-            code,
-            message,
-            retry=retry,
-            ttl_s=self.settings.jobs.result_ttl_s,
-        )
-        if final:
-            self._purge_audio(job)
-            try:
-                self.audit.append(audited.failed(job, code))
-            except AuditUnavailable as exc:  # the failure stands; say so where it can be seen
-                log.error("job %s failed (%s) and %s", job.id, code, exc.message)
-        self._ended(job)  # ended for good, or back in the queue: either way a waiter looks again
-
-    def _model_sha256(self, name: str) -> str | None:
-        try:
-            return self.manager.store.info(name).sha256
-        except HushscribeError:
-            return None
-
-    def _purge_audio(self, job: JobRecord) -> None:
-        if not self.settings.jobs.keep_audio:
-            Path(job.blob_path).unlink(missing_ok=True)
-
 
 def worker_main(
     settings: Settings,
     worker_id: str,
     link: WorkerLink | None = None,
     watchdog: Watchdog | None = None,
+    gpu: int | None = None,
 ) -> None:
-    """Entry point of a worker process (spawned by the supervisor)."""
+    """Entry point of a worker process (spawned by the supervisor), on GPU ``gpu`` if given."""
+    if gpu is not None:  # before the first CUDA call, which reads it
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one line per job is enough
     egress.apply(settings)  # a spawned process: the guard of `hushscribe serve`, again
