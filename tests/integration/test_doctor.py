@@ -8,8 +8,6 @@ import ipaddress
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import ctranslate2
@@ -23,23 +21,13 @@ from hushscribe.doctor import network, tls
 from hushscribe.doctor.base import Check, isolated
 from hushscribe.doctor.engine import gpu
 from hushscribe.settings import Settings, load_settings
+from tests.integration.test_cli import hushscribe
 
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("HUSHSCRIBE_")}
 EXPECTED = (
     "configuration", "model base", "model tiny.en", "default model", "GPU / CUDA",
     "media decoders", "test transcription", "data directory", "key files", "database", "TLS",
     "bind address", "egress guard", "default route", "proxy variables",
 )  # fmt: skip
-
-
-def hushscribe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hushscribe", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**CLEAN_ENV, "COLUMNS": "200", **(env or {})},
-    )
 
 
 def doctor(
