@@ -40,3 +40,21 @@ def fill(directory: Path) -> Path:
             except OSError:
                 pass
     return filler
+
+
+@contextmanager
+def read_only_view(source: Path, path: Path) -> Iterator[Path]:
+    """``source`` bind-mounted read-only on ``path``: what a node sees of a volume mounted
+    read-only (even root cannot write there)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for args in (["--bind", str(source), str(path)], ["-o", "remount,ro,bind", str(path)]):
+        done = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            subprocess.run(["umount", str(path)], capture_output=True)
+            pytest.fail(
+                f"cannot bind-mount {source} read-only (the test needs root): {done.stderr}"
+            )
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)

@@ -143,3 +143,22 @@ def test_hub_offline_is_forced() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "0"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "1"
+
+
+def test_a_read_only_store_still_verifies_and_loads(settings: Settings, tmp_path: Path) -> None:
+    """Several nodes share one models volume mounted read-only: the verification cache cannot be
+    written there, and that must not stop a model from being checked and loaded."""
+    import shutil
+
+    from hushscribe.engine import load_model
+    from tests.tmpfs import read_only_view
+
+    source = tmp_path / "models"
+    shutil.copytree(settings.models_dir / "tiny.en", source / "tiny.en")
+    (source / "tiny.en" / ".verified.json").unlink(missing_ok=True)
+    with read_only_view(source, tmp_path / "ro") as root:
+        store = ModelStore(root)
+        assert store.verify("tiny.en").name == "tiny.en"
+        model = load_model(store, "tiny.en", settings.engine)
+        assert model.info.name == "tiny.en"
+        assert not (root / "tiny.en" / ".verified.json").exists()

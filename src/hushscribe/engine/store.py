@@ -9,6 +9,7 @@ arrive only by ``import`` from a local directory or archive, or from the demo pa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -40,6 +41,10 @@ OPTIONAL_FILES = ("preprocessor_config.json",)
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CT2_WHISPER_MAGIC = b"WhisperSpec"
 MULTILINGUAL_VOCAB = 51865  # English-only Whisper models have 51864 tokens, large-v3 has 51866
+QUANTIZATIONS = ("float16", "int8", "float32")
+"""How a converted model's weights are stored (``engine/convert.py``; here, where the CLI reads it
+without loading CTranslate2). CTranslate2 converts them to the compute type at load time, so
+float16 (half the size of float32, no loss against OpenAI's float16 weights) serves CPU and GPU."""
 
 # Whisper's width (d_model) names its size; turbo is a large-v3 with a shallow decoder.
 _SIZES = {384: "tiny", 512: "base", 768: "small", 1024: "medium", 1280: "large"}
@@ -210,7 +215,9 @@ class ModelStore:
                 )
             fresh[fname] = {"key": key, "sha256": actual}
         if fresh != cache:
-            _write_json_atomic(cache_path, fresh)
+            # A read-only models volume (shared by several nodes) keeps no cache: hashed each load.
+            with contextlib.suppress(OSError):
+                _write_json_atomic(cache_path, fresh)
         return info
 
     @contextmanager
