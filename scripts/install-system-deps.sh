@@ -13,6 +13,9 @@ command -v make >/dev/null || need+=(make)
 command -v slapd >/dev/null || [ -x /usr/sbin/slapd ] || need+=(slapd)
 command -v ldapadd >/dev/null || need+=(ldap-utils)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need+=(iproute2)
+# PostgreSQL's server binaries (initdb, pg_ctl in /usr/lib/postgresql/<version>/bin): the tests
+# start a throwaway cluster of their own in a temp dir, as the package's `postgres` user.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 # Browser tests drive a real Chromium (Python Playwright, executable_path=/usr/bin/chromium); a
 # small CJK font so the Chinese page's screenshots show glyphs.
 command -v chromium >/dev/null || need+=(chromium)
@@ -35,6 +38,12 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   if [[ " ${need[*]} " == *" slapd "* ]]; then
     service slapd stop >/dev/null 2>&1 || pkill -x slapd || true
+  fi
+  if [[ " ${need[*]} " == *" postgresql "* ]]; then  # its package starts a cluster: not wanted
+    service postgresql stop >/dev/null 2>&1 || true
+    pg_lsclusters -h 2>/dev/null | while read -r version name _; do
+      pg_ctlcluster "$version" "$name" stop >/dev/null 2>&1 || true
+    done
   fi
   if [[ " ${need[*]} " == *" nginx "* ]]; then  # its package starts a default site: not wanted
     service nginx stop >/dev/null 2>&1 || pkill -x nginx || true

@@ -14,6 +14,8 @@ from hushscribe.settings import Settings, load_settings
 from tests.service import Service, service_data_dir
 from tests.speech import SPEECH
 
+pytest_plugins = ["tests.pg"]  # a throwaway PostgreSQL server: pg_server, pg_url
+
 
 @pytest.fixture(autouse=True)
 def _no_inherited_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,17 +1,21 @@
 """The one database: its metadata (every table registers here), the engine set-up, and writing
 transactions. Jobs (``jobs/tables.py``) and identity (``security/tables.py``) define their tables on
-``metadata``; :func:`make_engine` creates whatever is missing, on SQLite and PostgreSQL alike."""
+``metadata``; Alembic owns the schema (``schema.py``, ``migrations/``), and :func:`make_engine`
+upgrades or checks it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event, make_url
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.schema import Table
 
 from hushscribe.fsutil import private_dir
 
@@ -25,8 +29,33 @@ IMMEDIATE: Final = "hushscribe_sqlite_immediate"
 """Execution option: begin this connection's transactions with ``BEGIN IMMEDIATE`` on SQLite."""
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create the engine for ``url`` and the tables if they are missing.
+def make_engine(url: str, *, upgrade: bool | None = None, **kwargs: Any) -> Engine:
+    """Create the engine for ``url``, with its schema at the revision this hushscribe needs.
+
+    ``upgrade``: True migrates the database to it (creating every table of an empty one), False
+    only checks and raises :class:`hushscribe.schema.SchemaMismatch` when it is elsewhere, None
+    (the ``database_auto_upgrade`` setting's default) upgrades SQLite — one host, the server owns
+    its file — and checks PostgreSQL, which several nodes share: ``hushscribe db upgrade`` runs
+    once before they roll out.
+    """
+    from hushscribe import schema
+
+    engine = connect_engine(url, **kwargs)
+    if upgrade is None:
+        upgrade = engine.dialect.name == "sqlite"
+    try:
+        if upgrade:
+            schema.upgrade(engine)
+        else:
+            schema.check(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def connect_engine(url: str, **kwargs: Any) -> Engine:
+    """The engine for ``url``, configured, its schema untouched (``hushscribe db`` uses it).
 
     SQLite gets WAL (readers never block the writer), ``synchronous=FULL`` (a committed job
     survives power loss), a busy timeout, enforced foreign keys, and transactions that this module
@@ -38,10 +67,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _configure_sqlite(engine)
     else:  # a server database: connections can die between uses, so test them on checkout
         engine = create_engine(url, pool_pre_ping=True, **kwargs)
-    import hushscribe.jobs.tables
-    import hushscribe.security.tables  # noqa: F401  (their tables register on ``metadata``)
-
-    metadata.create_all(engine)
     return engine
 
 
@@ -93,3 +118,34 @@ def writing(engine: Engine) -> Iterator[Connection]:
         conn.execution_options(**{IMMEDIATE: True})
         with conn.begin():
             yield conn
+
+
+def upsert(
+    conn: Connection,
+    table: Table,
+    values: Mapping[str, Any],
+    index_elements: Sequence[str],
+    set_: Mapping[str, Any] | None = None,
+) -> CursorResult[Any]:
+    """Insert ``values`` as a row of ``table``; if a row with the same ``index_elements`` (the
+    primary key or a unique constraint) exists, update it with ``set_`` instead, or with
+    ``set_=None`` leave it and insert nothing (the result's ``rowcount`` is then 0).
+
+    One ``INSERT … ON CONFLICT`` statement, in PostgreSQL's and SQLite's own dialects: the
+    database decides atomically, so concurrent writers in other processes neither fail on the
+    constraint nor need a retry. ``set_`` values may be expressions on the existing row
+    (``{"value": table.c.value + 1}``).
+    """
+    name = conn.dialect.name
+    if name == "postgresql":
+        statement: postgresql.Insert | sqlite.Insert = postgresql.insert(table).values(values)
+    elif name == "sqlite":
+        statement = sqlite.insert(table).values(values)
+    else:
+        raise NotImplementedError(f"upsert supports PostgreSQL and SQLite, not {name}")
+    if set_ is None:
+        done = statement.on_conflict_do_nothing(index_elements=list(index_elements))
+    else:
+        done = statement.on_conflict_do_update(index_elements=list(index_elements), set_=set_)
+    # SQLAlchemy keeps an INSERT's row count only when asked: 0 tells a skipped row.
+    return conn.execute(done.execution_options(preserve_rowcount=True))

@@ -303,6 +303,14 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the job database; default SQLite at "
         "`<data_dir>/hushscribe.db`. PostgreSQL (`postgresql+psycopg://…`) for several nodes.",
     )
+    database_auto_upgrade: bool | None = Field(
+        None,
+        description="Whether each hushscribe process upgrades the database schema when it "
+        "starts. Unset: yes on SQLite (one host owns the file), no on PostgreSQL, where a start "
+        "only checks it and refuses a database that is behind: run `hushscribe db upgrade` once "
+        "before rolling out a new release (a Helm pre-upgrade job, say). True or false applies "
+        "to both databases.",
+    )
 
     @property
     def models_dir(self) -> Path:

@@ -1,4 +1,5 @@
-"""The job queue on real SQLite files: leases, attempts, ownership, retention, two processes."""
+"""The job queue on a real SQLite file and a real PostgreSQL server (``tests/pg.py``), every test
+on both: leases, attempts, ownership, retention, two processes claiming at once."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from hushscribe.errors import InvalidRequest
 from hushscribe.jobs.queue import WORKER_LOST, JobQueue, JobRecord, make_engine
 from hushscribe.jobs.tables import jobs, results
+from tests.pg import PgServer
 
 TRANSCRIPT = json.dumps({"text": "ask not what your country can do for you", "segments": []})
 
@@ -34,14 +36,24 @@ class Clock:
         self.now += seconds
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'jobs.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new empty database for each test: an SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    url = server.create_database("test_queue")
+    yield url
+    server.drop_database(url)
+
+
+only_sqlite = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
+    engine = make_engine(db_url, upgrade=True)  # PostgreSQL's default only checks the schema
     yield engine
     engine.dispose()
 
@@ -81,6 +93,7 @@ def test_record_mirrors_the_table() -> None:
     assert [f.name for f in fields(JobRecord)] == list(jobs.c.keys())
 
 
+@only_sqlite
 def test_sqlite_is_durable_and_concurrent(engine: Engine) -> None:
     with engine.connect() as conn:
         pragmas = {
@@ -95,8 +108,14 @@ def test_sqlite_is_durable_and_concurrent(engine: Engine) -> None:
     }
 
 
+# Every JSON type, and text beyond ASCII: the options column gives back what it was given.
+OPTIONS = {"language": "zh", "beam_size": 5, "temperature": 0.2, "vad": True, "prompt": None,
+           "hotwords": ["naïve café", "你好"], "window": {"s": 600.5}}  # fmt: skip
+
+
 def test_round_trip(queue: JobQueue, clock: Clock) -> None:
-    job = add(queue, filename="x" * 300 + ".wav")
+    clock.advance(0.123456789)  # epoch seconds with a fraction: every digit must come back
+    job = add(queue, filename="x" * 300 + ".wav", options=OPTIONS)
     assert len(job.id) == 32 and int(job.id, 16) >= 0
     assert (job.status, job.attempts, job.max_attempts, job.progress) == ("queued", 0, 3, 0.0)
     assert job.filename == "x" * 255
@@ -109,7 +128,8 @@ def test_round_trip(queue: JobQueue, clock: Clock) -> None:
     assert (claimed.status, claimed.lease_owner, claimed.attempts) == ("running", "w1", 1)
     assert claimed.lease_expires_at == clock.now + 30
     assert claimed.started_at == clock.now
-    assert claimed.options == {"language": "en", "beam_size": 5}
+    assert claimed.options == OPTIONS
+    assert claimed.created_at == job.created_at == clock.now - 1
     assert claimed.blob_bytes == 3 * 1024**3
     assert queue.queue_depth() == 0
     assert queue.claim("w2", lease_seconds=30) == []
@@ -156,6 +176,7 @@ def test_claim_order_models_and_limit(queue: JobQueue, clock: Clock) -> None:
     assert [j.id for j in queue.claim("w", 30, limit=5)] == [other_model.id, new.id]
 
 
+@only_sqlite
 def test_claim_uses_begin_immediate_on_sqlite(queue: JobQueue, engine: Engine) -> None:
     add(queue)
     statements: list[str] = []

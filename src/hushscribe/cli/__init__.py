@@ -11,7 +11,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from hushscribe import __version__
-from hushscribe.cli import audit, bundle, deploy, models, tls
+from hushscribe.cli import audit, bundle, db, deploy, models, tls
 from hushscribe.cli.common import State, err_console
 from hushscribe.cli.doctor import doctor_cmd
 from hushscribe.cli.serve import serve_cmd
@@ -75,6 +75,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(db.app, name="db")
 app.command("transcribe")(transcribe_cmd)
 app.command("serve")(serve_cmd)
 app.command("doctor")(doctor_cmd)

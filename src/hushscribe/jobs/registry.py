@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import JSON, Column, Engine, Float, Integer, String, Table, delete, insert, select
+from sqlalchemy import JSON, Column, Engine, Float, Integer, String, Table, delete, select
 from sqlalchemy import update as sql_update
 
-from hushscribe.db import metadata
+from hushscribe.db import metadata, upsert
 from hushscribe.jobs.tables import WORKER_ID_MAX
 
 workers = Table(
@@ -46,15 +46,13 @@ class WorkerRegistry:
         metadata.create_all(engine, tables=[workers])
 
     def register(self, worker_id: str, pid: int, models: list[str]) -> None:
+        """Record this worker as started now (a restarted worker with the same id replaces its
+        old row, in one statement)."""
         now = self.clock()
+        row = {"host": socket.gethostname()[:255], "pid": pid, "started_at": now,
+               "last_seen": now, "models": models}  # fmt: skip
         with self.engine.begin() as conn:
-            conn.execute(delete(workers).where(workers.c.id == worker_id))
-            conn.execute(
-                insert(workers).values(
-                    id=worker_id, host=socket.gethostname()[:255], pid=pid,
-                    started_at=now, last_seen=now, models=models,
-                )
-            )  # fmt: skip
+            upsert(conn, workers, {"id": worker_id, **row}, ["id"], row)
 
     def heartbeat(self, worker_id: str, models: list[str]) -> None:
         with self.engine.begin() as conn:

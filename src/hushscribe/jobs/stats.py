@@ -7,10 +7,11 @@ and ``/metrics`` reads the totals. Totals survive restarts, as Prometheus counte
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Engine, Float, String, Table, select, update
-from sqlalchemy.exc import IntegrityError
+from typing import Any
 
-from hushscribe.db import metadata
+from sqlalchemy import Column, Engine, Float, String, Table, select
+
+from hushscribe.db import metadata, upsert
 
 stats = Table(
     "stats",
@@ -34,26 +35,18 @@ class Stats:
         metadata.create_all(engine, tables=[stats])
 
     def add(self, values: dict[str, float], set_values: dict[str, float] | None = None) -> None:
+        """Add ``values`` to the named totals and set ``set_values``, in one transaction.
+
+        Each key is one ``INSERT … ON CONFLICT DO UPDATE``: a first write and a concurrent one
+        from another worker both land. Keys are written in sorted order, so two transactions
+        lock shared rows in the same order and never deadlock (PostgreSQL locks each row)."""
+        changes: dict[str, Any] = {k: stats.c.value + delta for k, delta in values.items()}
+        changes |= dict((set_values or {}).items())
+        initial = dict(values) | dict(set_values or {})
         with self.engine.begin() as conn:
-            for key, delta in values.items():
-                done = conn.execute(
-                    update(stats).where(stats.c.key == key).values(value=stats.c.value + delta)
-                ).rowcount
-                if not done:
-                    try:
-                        with conn.begin_nested():
-                            conn.execute(stats.insert().values(key=key, value=delta))
-                    except IntegrityError:  # another worker inserted it first
-                        conn.execute(
-                            update(stats)
-                            .where(stats.c.key == key)
-                            .values(value=stats.c.value + delta)
-                        )
-            for key, value in (set_values or {}).items():
-                if not conn.execute(
-                    update(stats).where(stats.c.key == key).values(value=value)
-                ).rowcount:
-                    conn.execute(stats.insert().values(key=key, value=value))
+            for key in sorted(changes):
+                row = {"key": key, "value": initial[key]}
+                upsert(conn, stats, row, ["key"], {"value": changes[key]})
 
     def job_done(self, audio_seconds: float, processing_seconds: float) -> None:
         deltas = {k: 1.0 for k in _bucket_keys(processing_seconds)}

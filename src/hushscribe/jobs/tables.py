@@ -82,6 +82,8 @@ jobs = Table(
     Column("updated_at", Float, nullable=False),
     # When the job, its result and its audio may be purged; NULL keeps them until deleted.
     Column("result_expires_at", Float, nullable=True),
+    # The model that served the job, after any fallback along an alias chain (schema 0002).
+    Column("model_used", String(MODEL_MAX), nullable=True),
     CheckConstraint(_in("status", STATUSES), name="ck_jobs_status"),
     CheckConstraint(_in("task", TASKS), name="ck_jobs_task"),
     CheckConstraint("progress >= 0 AND progress <= 1", name="ck_jobs_progress"),
@@ -137,6 +139,7 @@ class JobRecord:
     finished_at: float | None
     updated_at: float
     result_expires_at: float | None
+    model_used: str | None = None
 
     @property
     def terminal(self) -> bool:

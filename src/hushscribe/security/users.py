@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, delete, func, insert, or_, select, update
 
-from hushscribe.db import writing
+from hushscribe.db import upsert, writing
 from hushscribe.errors import InvalidRequest, UserExists, UserNotFound
 from hushscribe.security.passwords import (
     configure,
@@ -121,10 +121,9 @@ class UserStore:
             "updated_at": now,
             "last_login_at": None,
         }
-        with writing(self.engine) as conn:
-            if conn.execute(select(users.c.id).where(users.c.username == name)).first():
+        with writing(self.engine) as conn:  # one statement: two adds at once, one user
+            if not upsert(conn, users, row, ["username"]).rowcount:
                 raise UserExists(f"a user named {name!r} exists")
-            conn.execute(insert(users).values(**row))
         return _user(row)
 
     def remove(self, user_id: str) -> None:

@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of hushscribe's one database (run by ``hushscribe.schema``)."""
