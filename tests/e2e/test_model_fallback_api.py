@@ -80,9 +80,11 @@ def test_a_job_shows_the_model_used(svc: Service) -> None:
         while view["status"] not in ("done", "failed") and time.monotonic() < deadline:
             time.sleep(0.5)
             view = c.get(f"/v1/jobs/{job_id}").json()
+        listed = {j["id"]: j for j in c.get("/v1/jobs").json()["data"]}
     assert view["status"] == "done", view
     assert view["model_used"] == "tiny.en"
     assert [f["reason"] for f in view["fallbacks"]] == ["damaged"]
+    assert listed[job_id]["model_used"] == "tiny.en"  # lists show it too (jobs.model_used)
 
 
 def test_models_list_shows_aliases_and_what_is_loaded(svc: Service) -> None:

@@ -64,9 +64,8 @@ def get_job(job_id: str, who: Caller, queue: QueueDep) -> dict[str, Any]:
         raise _not_found(job_id)
     view = job_view(job)
     result = queue.result(job_id, who) if job.status == "done" else None  # its owner's view
-    if result is not None:
+    if result is not None:  # why it fell back is in the result, its owner's to read
         used = Transcript.model_validate_json(result).model
-        view["model_used"] = used.name  # after a fallback, not the model asked for
         view["fallbacks"] = [f.model_dump() for f in used.fallbacks]
     return view
 

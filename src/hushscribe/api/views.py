@@ -19,6 +19,7 @@ def job_view(job: JobRecord) -> dict[str, Any]:
         "owner": job.owner,
         "task": job.task,
         "model": job.model,
+        "model_used": job.model_used,  # after a fallback along an alias's chain
         "filename": job.filename,
         "progress": round(job.progress, 4),
         "audio_seconds": job.audio_seconds,

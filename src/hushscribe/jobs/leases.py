@@ -182,8 +182,10 @@ class LeasedQueue:
         transcript_json: str,
         result_ttl_s: float | None,
         audio_seconds: float | None = None,
+        model_used: str | None = None,
     ) -> bool:
-        """Store the result and mark the job done, in one transaction.
+        """Store the result and mark the job done, in one transaction (``model_used``: the model
+        that served it, after any fallback along an alias's chain).
 
         Only the worker holding the lease of a running job may do it; any other call (a second
         complete, a lost lease, a cancelled job) stores nothing and returns False. The job and
@@ -199,6 +201,8 @@ class LeasedQueue:
         }
         if audio_seconds is not None:
             values["audio_seconds"] = audio_seconds
+        if model_used is not None:
+            values["model_used"] = model_used
         row = {"job_id": job_id, "transcript": transcript_json, "created_at": now}
         try:
             with self._write() as conn:

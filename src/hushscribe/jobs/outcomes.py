@@ -3,6 +3,7 @@ its failure; the audio purged; the API told; fallbacks counted."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -56,12 +57,14 @@ class Outcomes:
             self.queue.fail(job.id, self.worker_id, exc.code, exc.message, retry=True)
             self.ended(job)
             return
+        used = json.loads(transcript_json).get("model", {}).get("name")
         if self.queue.complete(
             job.id, self.worker_id, transcript_json, self.settings.jobs.result_ttl_s,
-            audio_seconds=audio_seconds,
+            audio_seconds=audio_seconds, model_used=used,
         ):  # fmt: skip
             self.purge_audio(job)
             self.stats.job_done(audio_seconds or 0.0, elapsed)
+            log.info("job %s done by %s with %s in %.1f s", job.id, self.worker_id, used, elapsed)
         self.ended(job)
 
     def ended(self, job: JobRecord) -> None:
