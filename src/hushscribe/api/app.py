@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,7 +37,7 @@ from hushscribe.jobs.blobs import BlobStore
 from hushscribe.jobs.queue import JobQueue, make_engine
 from hushscribe.jobs.registry import WorkerRegistry
 from hushscribe.jobs.stats import Stats
-from hushscribe.jobs.supervisor import Supervisor
+from hushscribe.jobs.wakeup import Wakeups, relay_ended
 from hushscribe.security import egress
 from hushscribe.security.auditing import Auditor
 from hushscribe.security.decisions import use_sink
@@ -44,6 +46,9 @@ from hushscribe.security.passwords import warm_up
 from hushscribe.security.signin import SignIn
 from hushscribe.security.users import UserStore
 from hushscribe.settings import Settings
+
+if TYPE_CHECKING:
+    from hushscribe.jobs.supervisor import Supervisor
 
 
 class DecisionSink:
@@ -59,31 +64,51 @@ class DecisionSink:
 
 
 def _nothing() -> None:
-    """No local workers to wake (they run elsewhere and poll)."""
+    """No job is queued before the application has started."""
 
 
 def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
-    """The API for ``settings``. With ``start_workers`` its lifespan also runs the worker pool."""
+    """The API for ``settings``. With ``start_workers`` its lifespan also runs the worker pool
+    (``serve --role all``); without, workers run elsewhere (``--role api``) and this process
+    never imports the speech engine."""
     private_dir(settings.data_dir)  # every owner's audio, transcripts and file names
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, upgrade=settings.database_auto_upgrade)
     metrics = Metrics()
     audit_log = AuditLog(settings.audit, settings.audit_dir, settings.keys_dir)
     auditor = Auditor(audit_log)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        supervisor = None
+        waiters: Waiters = app.state.waiters
+        wakeups = Wakeups(engine)  # other nodes' workers and API (PostgreSQL only)
+        wakeups.listen(ended=waiters.ended, missed=waiters.wake_all)
+        supervisor: Supervisor | None = None
+        relay_stop = threading.Event()
         if start_workers:
+            from hushscribe.jobs.supervisor import Supervisor  # the engine: here only
+
+            def job_ended(job_id: str) -> None:
+                waiters.ended(job_id)
+                wakeups.job_ended(job_id)
+
             supervisor = Supervisor(
                 settings,
                 on_restart=metrics.worker_restarts.inc,
-                on_job_ended=app.state.waiters.ended,
+                on_job_ended=job_ended,
                 queue=app.state.queue,
             )
             supervisor.start()
-            app.state.notify_work = supervisor.notify_work
-            app.state.waiters.relay(supervisor.done_connections)
+            wakeups.listen(work=supervisor.notify_work)
+            relay_ended(supervisor.done_connections, job_ended, relay_stop)
         app.state.supervisor = supervisor
+        wakeups.start()
+
+        def notify_work() -> None:
+            if supervisor is not None:
+                supervisor.notify_work()
+            wakeups.work_queued()
+
+        app.state.notify_work = notify_work
         egress.report_to(egress.reporter_for(audit_log))  # where `hushscribe serve` guards
         purge = asyncio.create_task(housekeeping.run(app.state.queue, app.state.blobs, settings))
         await asyncio.to_thread(auditor.service, "service_start")
@@ -96,9 +121,11 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
             with contextlib.suppress(HushscribeError):  # stopping goes on, recorded or not
                 await asyncio.to_thread(auditor.service, "service_stop")
             purge.cancel()
-            app.state.waiters.stop()
+            relay_stop.set()
             if supervisor is not None:
                 await asyncio.to_thread(supervisor.stop)
+                wakeups.work_queued()  # the jobs put back: other nodes' workers take them now
+            await asyncio.to_thread(wakeups.stop)
             engine.dispose()
             audit_log.close()
 
@@ -118,7 +145,7 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
     app.state.stats = Stats(engine)
     app.state.metrics = metrics
     app.state.waiters = Waiters()
-    app.state.notify_work = _nothing  # replaced by the workers' wake-up when they run here
+    app.state.notify_work = _nothing  # the lifespan sets the wake-up of the workers
     app.state.auditor = auditor
     app.state.users = UserStore(engine, settings.auth)
     app.state.keys = KeyStore(engine)

@@ -1,21 +1,19 @@
-"""Requests waiting for their job, woken by the workers' "job ended" signals."""
+"""Requests waiting for their job, woken when it ends: by the workers of this machine (their
+pipes, relayed by ``jobs/wakeup.relay_ended``) or of other nodes (PostgreSQL ``NOTIFY``,
+``jobs/wakeup.py``). A woken request reads its job from the database; without a wake-up it looks
+anyway every quarter second (``routes_audio.FALLBACK_POLL_S``)."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from multiprocessing.connection import Connection
-
-from hushscribe.jobs.signals import read_ended
 
 
 class Waiters:
     def __init__(self) -> None:
         self._events: dict[str, set[asyncio.Event]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop = threading.Event()
 
     @contextmanager
     def watch(self, job_id: str) -> Iterator[asyncio.Event]:
@@ -36,28 +34,20 @@ class Waiters:
         for event in list(self._events.get(job_id, ())):
             event.set()
 
-    def ended(self, job_id: str) -> None:
-        """From any thread: the job ended, wake its waiters."""
+    def _wake_all(self) -> None:
+        for events in list(self._events.values()):
+            for event in list(events):
+                event.set()
+
+    def _call(self, callback: Callable[..., object], *args: str) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake, job_id)
+            loop.call_soon_threadsafe(callback, *args)
 
-    def relay(self, sources: Callable[[], list[Connection]]) -> threading.Thread:
-        """Read job ids from the workers' pipes in a thread and wake their waiters. ``sources``
-        gives the current pipes (a restarted worker has new ones)."""
+    def ended(self, job_id: str) -> None:
+        """From any thread: the job ended, wake its waiters."""
+        self._call(self._wake, job_id)
 
-        def run() -> None:
-            closed: set[int] = set()
-            while not self._stop.is_set():
-                conns = [c for c in sources() if id(c) not in closed and not c.closed]
-                ids, dead = read_ended(conns, 0.5)
-                closed.update(id(c) for c in dead)  # a dead worker's pipe: its successor has new
-                for job_id in ids:
-                    self.ended(job_id)
-
-        thread = threading.Thread(target=run, name="job-ended-relay", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        self._stop.set()
+    def wake_all(self) -> None:
+        """From any thread: any job may have ended (wake-ups were missed); every waiter looks."""
+        self._call(self._wake_all)

@@ -14,10 +14,8 @@ from rich.table import Table
 
 from hushscribe.audit.events import event
 from hushscribe.cli.common import auditor, bytes_progress, console, err_console, operator, state
-from hushscribe.engine.checkpoints import checkpoint_kind
-from hushscribe.engine.convert import QUANTIZATIONS, import_checkpoint
 from hushscribe.engine.demo import DEMO_MODELS, install_demo
-from hushscribe.engine.store import ModelInfo, ModelStore
+from hushscribe.engine.store import QUANTIZATIONS, ModelInfo, ModelStore
 from hushscribe.errors import HushscribeError
 
 app = typer.Typer(help="Manage the local model store (no download, ever).", no_args_is_help=True)
@@ -147,6 +145,11 @@ def import_model(
     ] = "float16",
 ) -> None:
     """Import a model from a local directory, archive or checkpoint and write its manifest."""
+    # Here, not at the top: every command imports this module, and the converter brings
+    # CTranslate2, which `serve --role api` must not load.
+    from hushscribe.engine.checkpoints import checkpoint_kind
+    from hushscribe.engine.convert import import_checkpoint
+
     store = _store(ctx)
     if checkpoint_kind(path) is not None:
         with bytes_progress() as bar:

@@ -12,10 +12,8 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hushscribe import audio
 from hushscribe.cli.common import console, err_console, state
-from hushscribe.engine import ModelManager, make_options
-from hushscribe.engine.longform import transcribe_file
+from hushscribe.engine.options import make_options
 from hushscribe.errors import HushscribeError, InvalidOption
 from hushscribe.fsutil import atomic_write_bytes
 from hushscribe.transcript import FORMATS, Transcript, render
@@ -109,6 +107,12 @@ def transcribe_cmd(
     ] = None,
 ) -> None:
     """Transcribe (or translate) files into text, subtitles or JSON."""
+    # Here, not at the top: every command imports this module, and these bring PyAV,
+    # CTranslate2 and faster-whisper, which `serve --role api` must not load.
+    from hushscribe import audio
+    from hushscribe.engine.longform import transcribe_file
+    from hushscribe.engine.manager import ModelManager
+
     settings = state(ctx).settings
     formats = parse_formats(fmt)
     options = make_options(

@@ -31,12 +31,16 @@ keys_app = typer.Typer(help="Manage API keys (shown once, stored hashed).", no_a
 def _users(ctx: typer.Context) -> UserStore:
     auditor(ctx)  # this command's decisions go to the service's audit log
     settings = state(ctx).settings
-    return UserStore(make_engine(settings.db_url), settings.auth)
+    return UserStore(
+        make_engine(settings.db_url, upgrade=settings.database_auto_upgrade), settings.auth
+    )
 
 
 def _keys(ctx: typer.Context) -> KeyStore:
     auditor(ctx)
-    return KeyStore(make_engine(state(ctx).settings.db_url))
+    return KeyStore(
+        make_engine(state(ctx).settings.db_url, upgrade=state(ctx).settings.database_auto_upgrade)
+    )
 
 
 def _operator() -> str:

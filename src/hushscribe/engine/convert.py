@@ -22,7 +22,7 @@ from ctranslate2.specs import model_spec
 from ctranslate2.specs.whisper_spec import WhisperSpec
 
 from hushscribe.engine.checkpoints import Checkpoint, Reader, open_checkpoint
-from hushscribe.engine.store import ModelInfo, ModelStore, sha256_file
+from hushscribe.engine.store import QUANTIZATIONS, ModelInfo, ModelStore, sha256_file
 from hushscribe.engine.whisper_meta import (
     OPENAI_CHECKPOINTS,
     decode_alignment_heads,
@@ -41,10 +41,6 @@ from hushscribe.errors import (
     ModelExists,
     TokenizerRequired,
 )
-
-QUANTIZATIONS = ("float16", "int8", "float32")
-"""How the weights are stored. CTranslate2 converts them to the compute type at load time, so
-float16 (half the size of float32, no loss against OpenAI's float16 weights) serves CPU and GPU."""
 
 _TOKENIZER_HINTS = {
     51866: "large-v3 and turbo: the tokenizer.json of openai/whisper-large-v3 (Hugging Face) or "

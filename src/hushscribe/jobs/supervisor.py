@@ -100,7 +100,9 @@ class Supervisor:
     @property
     def queue(self) -> JobQueue:
         if self._queue is None:
-            self._queue = JobQueue(make_engine(self.settings.db_url))
+            self._queue = JobQueue(
+                make_engine(self.settings.db_url, upgrade=self.settings.database_auto_upgrade)
+            )
         return self._queue
 
     def _start(self, slot: _Slot) -> None:
@@ -194,6 +196,14 @@ class Supervisor:
                     if self.on_restart:
                         self.on_restart()
                     self._start(slot)
+
+    def watching(self) -> bool:
+        """The thread that restarts workers and enforces their deadlines runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def worker_ids(self) -> set[str]:
+        """The ids the current worker processes register under."""
+        return {s.worker_id for s in self.slots if s.worker_id}
 
     def pids(self) -> list[int]:
         return [s.process.pid for s in self.slots if s.process and s.process.pid is not None]

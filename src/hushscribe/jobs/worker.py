@@ -100,7 +100,10 @@ class Worker:
         self.worker_id = worker_id
         self.link = link
         self.watchdog = watchdog
-        self.queue = JobQueue(make_engine(settings.db_url), ended_ttl_s=settings.jobs.result_ttl_s)
+        self.queue = JobQueue(
+            make_engine(settings.db_url, upgrade=settings.database_auto_upgrade),
+            ended_ttl_s=settings.jobs.result_ttl_s,
+        )
         self.registry = WorkerRegistry(self.queue.engine)
         self.stats = Stats(self.queue.engine)
         self.manager = ModelManager(settings)
