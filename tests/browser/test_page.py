@@ -408,7 +408,7 @@ def test_microphone_recording_is_transcribed(web: Web, mic_clip: Clip) -> None:
     text = said(transcript)
     heard = [w for w in MIC_WORDS if w in text]
     assert len(heard) >= 3, (heard, text)
-    play_segment(page, transcript, -1, job_id)  # the recording is kept like any upload
+    play_segment(page, transcript, 0, job_id)  # the recording is kept like any upload
 
 
 def test_file_over_the_cap_gets_a_sentence_and_no_job(
