@@ -11,7 +11,7 @@ import ctranslate2
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-from hushscribe.engine import cuda_libs
+from hushscribe.engine import cuda_libs, prompting
 from hushscribe.engine.store import ModelInfo, ModelStore
 from hushscribe.settings import EngineSettings
 
@@ -51,6 +51,8 @@ class Whisper(WhisperModel):  # type: ignore[misc]
         self._last: tuple[np.ndarray, ctranslate2.StorageView] | None = None
         self.encoder_passes = 0
         """Encoder passes actually run (read by tests and benchmarks)."""
+        self.prompt_retries = 0
+        """Windows decoded again without the earlier text (read by tests)."""
 
     def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
         one_window = features.ndim == 2 or features.shape[0] == 1
@@ -64,6 +66,26 @@ class Whisper(WhisperModel):  # type: ignore[misc]
             if one_window:
                 self._last = (features.copy(), encoded)
         return encoded
+
+    def generate_with_fallback(
+        self,
+        encoder_output: ctranslate2.StorageView,
+        prompt: list[int],
+        tokenizer: Any,
+        options: Any,
+    ) -> prompting.Decoded:
+        """faster-whisper's decode with temperature fallback, except that a window which fails
+        at the first temperature while prompted with earlier text is decoded again without it
+        before any sampling (see :mod:`hushscribe.engine.prompting`)."""
+        bare = prompting.without_previous_text(prompt, tokenizer, options, self.max_length)
+        if bare is None:
+            return super().generate_with_fallback(encoder_output, prompt, tokenizer, options)  # type: ignore[no-any-return]
+        once = prompting.first_temperature_only(options)
+        first = super().generate_with_fallback(encoder_output, prompt, tokenizer, once)
+        if not prompting.needs_fallback(first, options):
+            return first  # type: ignore[no-any-return]
+        self.prompt_retries += 1
+        return super().generate_with_fallback(encoder_output, bare, tokenizer, options)  # type: ignore[no-any-return]
 
     def forget(self) -> None:
         """Drop the remembered encoding: nothing derived from a job's audio outlives the job."""
