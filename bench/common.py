@@ -22,6 +22,7 @@ ORDER = (
     "memory_by_length",
     "healthz",
     "audit_cost",
+    "realtime",
 )
 QUICK = RESULTS / "quick"
 """Where ``--quick`` smoke runs leave their results (ignored by git, never in the report)."""

@@ -38,6 +38,7 @@ from hushscribe.settings_access import (
 )
 from hushscribe.settings_audit import AuditSettings
 from hushscribe.settings_models import ModelSettings
+from hushscribe.settings_streams import StreamSettings
 
 __all__ = [
     "API_KEY_MIN_CHARS",
@@ -292,6 +293,9 @@ class Settings(BaseSettings):
         default_factory=ModelSettings, description="Resident models, budget, fallback aliases."
     )
     jobs: JobSettings = Field(default_factory=JobSettings, description="Queue and workers.")
+    streams: StreamSettings = Field(
+        default_factory=StreamSettings, description="Live captions (/v1/realtime)."
+    )
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API access.")
     audit: AuditSettings = Field(default_factory=AuditSettings, description="Audit log.")

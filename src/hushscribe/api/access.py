@@ -65,6 +65,7 @@ POLICY: Final[dict[tuple[str, str], Rule]] = {
     ("POST", "/v1/models/{model_id}/verify"): "admin",
     ("POST", "/v1/audio/transcriptions"): "transcribe",
     ("POST", "/v1/audio/translations"): "transcribe",
+    ("WEBSOCKET", "/v1/realtime"): "transcribe",  # live captions
     ("POST", "/v1/jobs"): "transcribe",
     ("GET", "/v1/jobs"): "jobs:read",
     ("GET", "/v1/jobs/{job_id}"): "jobs:read",

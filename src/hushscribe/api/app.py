@@ -22,6 +22,7 @@ from hushscribe.api import (
     routes_auth,
     routes_jobs,
     routes_ops,
+    routes_realtime,
     routes_ui,
 )
 from hushscribe.api.access import AccessGate, Authenticator, authorize
@@ -159,6 +160,7 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> FastAPI:
     app.include_router(routes_auth.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_audit.router)
+    app.include_router(routes_realtime.router)
     routes_ui.mount(app)
     # Outermost last: headers on every answer → source address → metrics → credentials.
     authenticator = Authenticator(settings, app.state.users, app.state.keys, app.state.signin)

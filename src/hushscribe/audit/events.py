@@ -117,6 +117,9 @@ TranscriptionFailed = _event(
 ResultRead = _event("ResultRead", "read_result", frozenset({"format"}))
 JobDeleted = _event("JobDeleted", "delete_job")
 JobCancelled = _event("JobCancelled", "cancel_job", _WHY)
+LiveStream = _event(
+    "LiveStream", "stream", _AUDIO | _MODEL | {"reason", "items", "job_id", "wall_s"}
+)
 # --- service and models ------------------------------------------------------------------------
 SettingsChanged = _event("SettingsChanged", "change_settings", frozenset({"changed"}))
 ModelImported = _event("ModelImported", "import_model", _MODEL | {"source", "bytes"})
@@ -139,7 +142,7 @@ EVENT_TYPES: Final[dict[str, type[AuditEvent]]] = {
     cls.type: cls
     for cls in (
         LoginOk, LoginFailed, Logout, KeyCreated, KeyRevoked, UserChanged, AccessDenied, Upload,
-        TranscriptionDone, TranscriptionFailed, ResultRead, JobDeleted, JobCancelled,
+        TranscriptionDone, TranscriptionFailed, ResultRead, JobDeleted, JobCancelled, LiveStream,
         SettingsChanged, ModelImported, ModelRemoved, ModelVerifyFailed, EgressBlocked,
         ServiceStart, ServiceStop, AuditVerified, AuditExported, Checkpoint,
     )

@@ -14,6 +14,7 @@ from hushscribe import __version__
 from hushscribe.cli import audit, bundle, db, deploy, models, tls
 from hushscribe.cli.common import State, err_console
 from hushscribe.cli.doctor import doctor_cmd
+from hushscribe.cli.listen import listen_cmd
 from hushscribe.cli.serve import serve_cmd
 from hushscribe.cli.transcribe import transcribe_cmd
 from hushscribe.cli.users import keys_app, users_app
@@ -79,6 +80,7 @@ app.add_typer(db.app, name="db")
 app.command("transcribe")(transcribe_cmd)
 app.command("serve")(serve_cmd)
 app.command("doctor")(doctor_cmd)
+app.command("listen")(listen_cmd)
 
 
 def _version(value: bool) -> None:

@@ -38,6 +38,7 @@ from hushscribe.jobs.registry import WorkerRegistry
 from hushscribe.jobs.signals import WorkerLink
 from hushscribe.jobs.stats import Stats
 from hushscribe.jobs.watchdog import DECODE, PROCESS, Watchdog
+from hushscribe.jobs.streams import StreamServer
 from hushscribe.security import egress
 from hushscribe.settings import Settings
 from hushscribe.transcript import Transcript
@@ -110,6 +111,7 @@ class Worker:
         self.audit = AuditLog(settings.audit, settings.audit_dir, settings.keys_dir)
         self.outcomes = Outcomes(settings, worker_id, self.queue, self.stats, self.audit, link)
         self.holdings = Holdings(self.queue, worker_id, settings.jobs.lease_s)
+        self.streams = StreamServer(settings, worker_id, self.manager)
         self.stopping = threading.Event()
         self._reported_loads: set[int] = set()
         self._backoff_s = 0.0
@@ -124,6 +126,7 @@ class Worker:
         self._load_default()
         self.registry.heartbeat(self.worker_id, self.manager.loaded())
         while not self.stopping.is_set():
+        self.streams.start()
             try:
                 worked = self._step()
             except Exception as exc:  # the database is unreachable or full: wait, do not die
@@ -142,12 +145,15 @@ class Worker:
         self.holdings.stop()
         with contextlib.suppress(Exception):
             self.queue.requeue_worker(self.worker_id)
+        self.streams.stop()
             self.registry.unregister(self.worker_id)
 
     def _step(self) -> bool:
         claimed = self._claim()
         if len(claimed) == 1:
             self.process(claimed[0])
+        if self.streams.active:  # live streams come first: no new file job while one is held
+            return False
         elif claimed:
             self.process_batch(claimed)
         if claimed:
@@ -351,7 +357,7 @@ class Worker:
             results, choice = self.manager.run(first.model, time.time() - first.created_at, work)
             self.disarm()
             elapsed = time.perf_counter() - started
-            for (job, samples, _), result in zip(together, results, strict=True):
+            for (job, samples, options), result in zip(together, results, strict=True):
                 lost = self.holdings.lost(job.id)
                 if isinstance(result, HushscribeError):
                     self.outcomes.failed(job, result.code, result.message, retry=False)

@@ -1,5 +1,5 @@
 // The page starts here: strings, session, then the places of the top bar (hash routes:
-// #/transcribe, #/jobs, #/jobs/<id> for a transcript, #/admin, #/audit).
+// #/transcribe, #/live, #/jobs, #/jobs/<id> for a transcript, #/admin, #/audit).
 
 import { $, $$, el } from './dom.js';
 import { getLang, initialLang, onLangChange, setLang, setText, t } from './i18n.js';
@@ -8,6 +8,7 @@ import { showError, showMessage } from './errors.js';
 import { can, role, state } from './state.js';
 import { initTranscribe, loadModels, sendFile } from './transcribe.js';
 import { initRecorder } from './recorder.js';
+import { initLive, openLive } from './live.js';
 import { addJob, initJobs, refreshJobs, startJobs } from './jobs.js';
 import { initTranscript, leaveTranscript, openTranscript } from './transcript.js';
 import { initAdmin, openAdmin } from './admin.js';
@@ -15,12 +16,14 @@ import { initAudit, openAudit } from './audit.js';
 
 const PLACES = [
   { name: 'transcribe', key: 'nav.transcribe', allowed: () => can('transcribe') },
+  { name: 'live', key: 'nav.live', allowed: () => can('transcribe') },
   { name: 'jobs', key: 'nav.jobs', allowed: () => can('jobs:read') },
   { name: 'admin', key: 'nav.admin', allowed: () => role() === 'admin' },
   { name: 'audit', key: 'nav.audit', allowed: () => can('audit:read') },
 ];
 const VIEW_IDS = {
   transcribe: 'view-transcribe',
+  live: 'view-live',
   jobs: 'view-jobs',
   transcript: 'transcript',
   admin: 'view-admin',
@@ -82,6 +85,7 @@ function show(target) {
   }
   updateTitle();
   if (target.view === 'jobs') refreshJobs();
+  if (target.view === 'live') openLive();
   if (target.view === 'admin') openAdmin();
   if (target.view === 'audit') openAudit();
   if (target.view === 'transcript') openTranscript(target.param);
@@ -172,6 +176,7 @@ async function boot() {
     },
   });
   initRecorder({ onSend: sendFile });
+  initLive({ onJobCreated: addJob });
   initJobs();
   initTranscript();
   initAdmin();
