@@ -37,8 +37,8 @@ from hushscribe.jobs.queue import JobQueue, JobRecord, make_engine
 from hushscribe.jobs.registry import WorkerRegistry
 from hushscribe.jobs.signals import WorkerLink
 from hushscribe.jobs.stats import Stats
-from hushscribe.jobs.watchdog import DECODE, PROCESS, Watchdog
 from hushscribe.jobs.streams import StreamServer
+from hushscribe.jobs.watchdog import DECODE, PROCESS, Watchdog
 from hushscribe.security import egress
 from hushscribe.settings import Settings
 from hushscribe.transcript import Transcript
@@ -123,10 +123,10 @@ class Worker:
         self.registry.register(self.worker_id, os.getpid(), [])
         threading.Thread(target=self._beat_registry, name="registry", daemon=True).start()
         self.holdings.start()
+        self.streams.start()
         self._load_default()
         self.registry.heartbeat(self.worker_id, self.manager.loaded())
         while not self.stopping.is_set():
-        self.streams.start()
             try:
                 worked = self._step()
             except Exception as exc:  # the database is unreachable or full: wait, do not die
@@ -142,18 +142,18 @@ class Worker:
                     self.link.wait_for_work(self.settings.jobs.poll_interval_s)
                 else:
                     self.stopping.wait(self.settings.jobs.poll_interval_s)
+        self.streams.stop()
         self.holdings.stop()
         with contextlib.suppress(Exception):
             self.queue.requeue_worker(self.worker_id)
-        self.streams.stop()
             self.registry.unregister(self.worker_id)
 
     def _step(self) -> bool:
+        if self.streams.active:  # live streams come first: no new file job while one is held
+            return False
         claimed = self._claim()
         if len(claimed) == 1:
             self.process(claimed[0])
-        if self.streams.active:  # live streams come first: no new file job while one is held
-            return False
         elif claimed:
             self.process_batch(claimed)
         if claimed:
@@ -357,7 +357,7 @@ class Worker:
             results, choice = self.manager.run(first.model, time.time() - first.created_at, work)
             self.disarm()
             elapsed = time.perf_counter() - started
-            for (job, samples, options), result in zip(together, results, strict=True):
+            for (job, samples, _), result in zip(together, results, strict=True):
                 lost = self.holdings.lost(job.id)
                 if isinstance(result, HushscribeError):
                     self.outcomes.failed(job, result.code, result.message, retry=False)
