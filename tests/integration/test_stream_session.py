@@ -295,3 +295,46 @@ def test_ten_minutes_stay_bounded_and_lose_no_repeat(
     early, late = memory[2], memory[-1]
     assert late[0] - early[0] < 8_000_000, memory  # Python objects: no growth with the stream
     assert late[1] - early[1] < 200_000, memory  # peak RSS (KiB): no growth with the stream
+
+
+@pytest.mark.slow
+def test_an_hour_of_meeting_stays_flat_and_keeps_every_turn(
+    manager: ModelManager, settings: Settings
+) -> None:
+    """An hour-long stream as a meeting sends it (server VAD on): the same clips again and again,
+    with long pauses between them. Every turn's words come back; what a step decodes, the buffer
+    and memory are as small in the last minutes as in the first."""
+    pause = silence(90.0)
+    phrases = {name: KEY_PHRASES[name] for name in ("jfk.flac", "61-70968-0000.flac")}
+    clips = [np.concatenate([speech(settings, name), pause]) for name in phrases]
+    round_s = sum(len(c) for c in clips) / SR
+    rounds = int(np.ceil(3600 / round_s))
+    samples = np.concatenate(clips * rounds)
+    session = StreamSession(StreamOptions(), step_s=3.0)
+    lengths: list[float] = []
+    memory: list[tuple[int, int]] = []
+
+    def check(batch: list[StepRequest]) -> None:
+        lengths.append(max(len(r.audio) for r in batch) / SR)
+        assert session.buffer_s <= CAP_S + 3.5
+        if len(lengths) % 20 == 0:
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            memory.append((tracemalloc.get_traced_memory()[0], rss))
+
+    tracemalloc.start()
+    try:
+        with manager.use("tiny.en") as model:
+            (client,) = drive(model, [(session, samples)], check=check, commit=True)
+    finally:
+        tracemalloc.stop()
+    assert session.audio_s >= 3600
+    completed = normalise(client.completed, "en")
+    for phrase in phrases.values():
+        assert completed.count(phrase) == rounds, (phrase, completed)
+    # The cost of a step is the audio it decodes: no longer at the end than at the start.
+    quarter = len(lengths) // 4
+    assert max(lengths[-quarter:]) <= max(max(lengths[:quarter]), 5.0) + 3.0, lengths
+    assert max(lengths) <= WINDOW_S
+    early, late = memory[1], memory[-1]
+    assert late[0] - early[0] < 8_000_000, memory  # Python objects: no growth with the hour
+    assert late[1] - early[1] < 200_000, memory  # peak RSS (KiB)
