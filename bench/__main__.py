@@ -3,7 +3,7 @@
     python -m bench [--only NAME[,NAME...]] [--quick] [options passed on to each step]
 
 NAME is one of engine, service, memory, accuracy, longform, load_accuracy, memory_by_length,
-healthz, audit_cost, realtime, charts. ``--quick`` is a smoke run of the steps that have one (small sizes, results in
+healthz, audit_cost, realtime, diarization, charts. ``--quick`` is a smoke run of the steps that have one (small sizes, results in
 bench/results/quick/, the report untouched); the steps without one are skipped.
 """
 
@@ -26,9 +26,18 @@ STEPS = {
     "healthz": "bench.healthz",
     "audit_cost": "bench.audit_cost",
     "realtime": "bench.realtime",
+    "diarization": "bench.diarization",
     "charts": "bench.charts",
 }
-QUICK = ("longform", "load_accuracy", "memory_by_length", "healthz", "audit_cost", "realtime")
+QUICK = (
+    "longform",
+    "load_accuracy",
+    "memory_by_length",
+    "healthz",
+    "audit_cost",
+    "realtime",
+    "diarization",
+)
 
 
 def names(text: str) -> list[str]:

@@ -23,6 +23,7 @@ ORDER = (
     "healthz",
     "audit_cost",
     "realtime",
+    "diarization",
 )
 QUICK = RESULTS / "quick"
 """Where ``--quick`` smoke runs leave their results (ignored by git, never in the report)."""

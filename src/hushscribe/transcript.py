@@ -23,6 +23,7 @@ class Word(BaseModel):
     end: float
     word: str
     probability: float
+    speaker: str | None = Field(None, description="The id of the speaker (a Speaker's id).")
 
 
 class Segment(BaseModel):
@@ -36,6 +37,14 @@ class Segment(BaseModel):
     compression_ratio: float = 0.0
     temperature: float = 0.0
     tokens: list[int] = Field(default_factory=list)
+    speaker: str | None = Field(None, description="The id of the speaker (a Speaker's id).")
+
+
+class Speaker(BaseModel):
+    """One voice found by diarization: a stable id ("Speaker 1") and the name shown for it."""
+
+    id: str
+    name: str
 
 
 class FallbackRef(BaseModel):
@@ -64,6 +73,10 @@ class Transcript(BaseModel):
     segments: list[Segment]
     model: ModelRef
     options: dict[str, Any] = Field(default_factory=dict)
+    speakers: list[Speaker] | None = Field(None, description="Set by diarization, in order of "
+                                           "first appearance.")  # fmt: skip
+    diarization_error: str | None = Field(None, description="Why speakers were asked for and "
+                                          "not found; the transcript stands.")  # fmt: skip
 
     @property
     def text(self) -> str:
@@ -72,6 +85,35 @@ class Transcript(BaseModel):
     @property
     def words(self) -> list[Word]:
         return [w for s in self.segments for w in (s.words or [])]
+
+    def speaker_names(self) -> dict[str, str]:
+        """Speaker id → the name shown (empty without diarization)."""
+        return {sp.id: sp.name for sp in self.speakers or []}
+
+
+SPEAKER_NAME_MAX = 80  # characters: a person's name or a role, never a paragraph
+
+
+def clean_speaker_name(name: str) -> str:
+    """A name fit for every format: one line, no control characters, 1–80 characters."""
+    cleaned = " ".join("".join(c if c.isprintable() else " " for c in name).split())
+    if not cleaned:
+        raise ValueError("a speaker name must not be empty")
+    if len(cleaned) > SPEAKER_NAME_MAX:
+        raise ValueError(f"a speaker name has at most {SPEAKER_NAME_MAX} characters")
+    return cleaned
+
+
+def rename_speakers(t: Transcript, names: dict[str, str]) -> Transcript:
+    """A copy of ``t`` whose speakers (by id) carry the given names; unknown ids are an error."""
+    known = t.speaker_names()
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        choices = ", ".join(known) or "none: the transcript has no speakers"
+        raise ValueError(f"unknown speaker {unknown[0]!r}; the transcript's speakers: {choices}")
+    new = {sid: clean_speaker_name(name) for sid, name in names.items()}
+    speakers = [Speaker(id=sp.id, name=new.get(sp.id, sp.name)) for sp in t.speakers or []]
+    return t.model_copy(update={"speakers": speakers})
 
 
 def _join(parts: Any) -> str:
@@ -94,31 +136,67 @@ def _cue_text(text: str) -> str:
     return "\n".join(lines) or "…"
 
 
+def _speaker_of(names: dict[str, str], speaker_id: str | None) -> str | None:
+    # An id missing from the list (it should not be) still shows, as itself.
+    return None if speaker_id is None else names.get(speaker_id, speaker_id)
+
+
 def render_txt(t: Transcript) -> str:
-    return "".join(f"{s.text.strip()}\n" for s in t.segments if s.text.strip())
+    if not t.speakers:
+        return "".join(f"{s.text.strip()}\n" for s in t.segments if s.text.strip())
+    # One paragraph per turn: consecutive segments of one speaker joined, "NAME: text".
+    names = t.speaker_names()
+    turns: list[tuple[str | None, list[str]]] = []
+    for s in t.segments:
+        if not s.text.strip():
+            continue
+        who = _speaker_of(names, s.speaker)
+        if turns and turns[-1][0] == who:
+            turns[-1][1].append(s.text)
+        else:
+            turns.append((who, [s.text]))
+    paragraphs = [f"{who}: {_join(texts)}" if who else _join(texts) for who, texts in turns]
+    return "".join(f"{p}\n\n" for p in paragraphs).removesuffix("\n")
 
 
 def render_srt(t: Transcript) -> str:
-    cues = [
-        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{_cue_text(s.text)}\n"
-        for i, s in enumerate(t.segments, start=1)
-    ]
+    names = t.speaker_names()
+    cues = []
+    for i, s in enumerate(t.segments, start=1):
+        text = _cue_text(s.text)
+        who = _speaker_of(names, s.speaker)
+        if who:
+            text = f"[{who}] {text}"
+        cues.append(f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{text}\n")
     return "\n".join(cues)
 
 
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def render_vtt(t: Transcript) -> str:
-    cues = [
-        f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{_cue_text(s.text)}\n"
-        for s in t.segments
-    ]
+    names = t.speaker_names()
+    cues = []
+    for s in t.segments:
+        text = _cue_text(s.text)
+        who = _speaker_of(names, s.speaker)
+        if who:  # a voice span: players show the name, parsers read it as the cue's voice
+            text = f"<v {_vtt_escape(who)}>{text}"
+        cues.append(f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{text}\n")
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
 def render_tsv(t: Transcript) -> str:
-    rows = ["start\tend\ttext"]
+    # The speaker column comes last, so readers that take the third column as text still do.
+    names = t.speaker_names() if t.speakers else None
+    rows = ["start\tend\ttext\tspeaker" if names is not None else "start\tend\ttext"]
     for s in t.segments:
         text = " ".join(s.text.split())  # no tab or newline inside a field
-        rows.append(f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{text}")
+        row = f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{text}"
+        if names is not None:
+            row += "\t" + " ".join((_speaker_of(names, s.speaker) or "").split())
+        rows.append(row)
     return "\n".join(rows) + "\n"
 
 
@@ -158,7 +236,24 @@ def verbose_json(t: Transcript) -> dict[str, Any]:
         body["words"] = [
             {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)} for w in t.words
         ]
+    if t.speakers:
+        _add_speakers(t, body)
+    if t.diarization_error:
+        body["diarization_error"] = t.diarization_error
     return body
+
+
+def _add_speakers(t: Transcript, body: dict[str, Any]) -> None:
+    """``speaker`` (the name shown) and ``speaker_id`` on segments and words, and the list."""
+    names = t.speaker_names()
+    for seg, s in zip(body["segments"], t.segments, strict=True):
+        seg["speaker"] = _speaker_of(names, s.speaker)
+        seg["speaker_id"] = s.speaker
+    if "words" in body:
+        for word, w in zip(body["words"], t.words, strict=True):
+            word["speaker"] = _speaker_of(names, w.speaker)
+            word["speaker_id"] = w.speaker
+    body["speakers"] = [sp.model_dump() for sp in t.speakers or []]
 
 
 def render_verbose_json(t: Transcript) -> str:

@@ -72,6 +72,7 @@ POLICY: Final[dict[tuple[str, str], Rule]] = {
     ("GET", "/v1/jobs/{job_id}/result"): "jobs:read",
     ("GET", "/v1/jobs/{job_id}/audio"): "jobs:read",
     ("DELETE", "/v1/jobs/{job_id}"): "transcribe",
+    ("PATCH", "/v1/jobs/{job_id}/speakers"): "transcribe",  # its owner, or an admin
     ("GET", "/v1/keys"): SIGNED_IN,  # one's own keys; admins may name another user
     ("POST", "/v1/keys"): SIGNED_IN,
     ("DELETE", "/v1/keys/{key_id}"): SIGNED_IN,

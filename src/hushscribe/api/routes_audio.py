@@ -20,7 +20,14 @@ from fastapi.responses import JSONResponse, Response
 from hushscribe.api.access import Caller, principal_of
 from hushscribe.api.deps import BlobsDep, QueueDep, SettingsDep, audit
 from hushscribe.api.network_gate import client_ip
-from hushscribe.api.submit import OPENAI_ALIASES, accept_upload, enqueue, response_format
+from hushscribe.api.submit import (
+    OPENAI_ALIASES,
+    accept_upload,
+    enqueue,
+    options_from_form,
+    response_format,
+)
+from hushscribe.api.upload import Upload
 from hushscribe.api.waiters import Waiters
 from hushscribe.engine.store import ModelInfo, ModelStore
 from hushscribe.errors import (
@@ -35,6 +42,7 @@ from hushscribe.errors import (
 )
 from hushscribe.jobs.blobs import BlobStore
 from hushscribe.jobs.queue import JobQueue, JobRecord
+from hushscribe.jobs.speakers import require_speaker_model
 from hushscribe.security.principal import Principal
 from hushscribe.settings import Settings
 from hushscribe.transcript import MEDIA_TYPES, Transcript, render
@@ -117,12 +125,22 @@ def failed_job_response(job: JobRecord) -> JSONResponse:
     )  # fmt: skip
 
 
+def _sync_check(settings: Settings, task: str, form: Upload) -> None:
+    """What a waiting request must have before its job is queued: a known response format and,
+    when it asks who spoke, the speaker model (else 400 ``speaker_model_missing``, not a
+    transcript without the speakers it asked for)."""
+    response_format(form)
+    if options_from_form(form, task).get("diarize"):
+        require_speaker_model(settings.models_dir)
+
+
 async def _sync(
     task: str, request: Request, who: Principal, settings: Settings, queue: JobQueue,
     blobs: BlobStore,
 ) -> Response:  # fmt: skip
     form = await accept_upload(request, settings, queue, blobs)
-    job = await enqueue(form, who, task, request, check=response_format)
+    check = functools.partial(_sync_check, settings, task)
+    job = await enqueue(form, who, task, request, check=check)
     fmt = response_format(form)  # checked by enqueue
     request.app.state.notify_work()
     purge = None if settings.jobs.keep_audio else blobs
@@ -142,7 +160,8 @@ async def transcriptions(
     request: Request, who: Caller, settings: SettingsDep, queue: QueueDep, blobs: BlobsDep
 ) -> Response:
     """Transcribe an audio file (multipart: file, model, language, prompt, response_format,
-    temperature, timestamp_granularities[]; extras: vad, beam_size, hotwords, zh_script)."""
+    temperature, timestamp_granularities[]; extras: vad, beam_size, hotwords, zh_script,
+    diarize, num_speakers, min_speakers, max_speakers)."""
     return await _sync("transcribe", request, who, settings, queue, blobs)
 
 

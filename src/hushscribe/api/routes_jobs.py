@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hushscribe.api.access import Caller
 from hushscribe.api.deps import BlobsDep, QueueDep, SettingsDep, audit
@@ -14,8 +15,9 @@ from hushscribe.api.network_gate import client_ip
 from hushscribe.api.routes_audio import failed_job_response, rendered
 from hushscribe.api.submit import accept_upload, enqueue
 from hushscribe.api.views import job_view
+from hushscribe.engine.options import MAX_SPEAKERS
 from hushscribe.errors import AudioNotRetained, InvalidOption, JobNotDone, JobNotFound
-from hushscribe.transcript import FORMATS, Transcript
+from hushscribe.transcript import FORMATS, Transcript, rename_speakers
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -65,9 +67,58 @@ def get_job(job_id: str, who: Caller, queue: QueueDep) -> dict[str, Any]:
     view = job_view(job)
     result = queue.result(job_id, who) if job.status == "done" else None  # its owner's view
     if result is not None:  # why it fell back is in the result, its owner's to read
-        used = Transcript.model_validate_json(result).model
-        view["fallbacks"] = [f.model_dump() for f in used.fallbacks]
+        transcript = Transcript.model_validate_json(result)
+        view["fallbacks"] = [f.model_dump() for f in transcript.model.fallbacks]
+        if transcript.speakers is not None:
+            view["speakers"] = [sp.model_dump() for sp in transcript.speakers]
+        if transcript.diarization_error:  # asked for, not done: the transcript stands
+            view["diarization_error"] = transcript.diarization_error
     return view
+
+
+# A speaker id is "Speaker N"; a name is cleaned and held to 80 characters when it is stored
+# (transcript.clean_speaker_name): these bounds only keep a hostile body from being processed.
+SpeakerId = Annotated[str, StringConstraints(max_length=32)]
+SpeakerName = Annotated[str, StringConstraints(max_length=400)]
+
+
+class SpeakerNames(BaseModel):
+    """``{"names": {"Speaker 1": "Alice"}}``: a speaker's id → the name every format shows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    names: dict[SpeakerId, SpeakerName] = Field(min_length=1, max_length=MAX_SPEAKERS)
+
+
+@router.patch("/{job_id}/speakers")
+def name_speakers(
+    request: Request, job_id: str, body: SpeakerNames, who: Caller, queue: QueueDep
+) -> dict[str, Any]:
+    """Name the speakers of a done job (its owner, or an admin); recorded in the audit log
+    before it is stored. An admin is shown only the speakers they named."""
+    job = queue.get(job_id, who)  # its owner, or (its metadata) an admin
+    if job is None:
+        raise _not_found(job_id)
+    if job.status != "done":
+        raise JobNotDone(f"job {job_id} is {job.status}; speakers are named once it is done")
+    auditor, address = audit(request), client_ip(request)
+
+    def change(current: str) -> str:
+        renamed = rename_speakers(Transcript.model_validate_json(current), body.names)
+        # Ids only: names are what was said about people, and stay with the transcript.
+        auditor.event("speakers_renamed", who, address, job_id, speakers=sorted(body.names))
+        return renamed.model_dump_json()
+
+    try:
+        stored = queue.change_result(job_id, job.owner, change)
+    except ValueError as exc:
+        raise InvalidOption(f"invalid option: names: {exc}") from None
+    if stored is None:
+        raise _not_found(job_id)
+    speakers = Transcript.model_validate_json(stored).speakers or []
+    own = job.owner == who.user_id
+    shown = [sp.model_dump() for sp in speakers if own or sp.id in body.names]
+    return {"id": job_id, "object": "transcription.speakers", "speakers": shown}
 
 
 @router.get("/{job_id}/result")

@@ -89,8 +89,16 @@ def options_from_form(form: Upload, task: str) -> dict[str, Any]:
         "batched": _bool(form.first("batched"), "batched"),
         # OpenAI: 0 (or nothing) means "start at 0 and raise it when decoding fails".
         "temperature": (temperature,) if temperature else None,
+        "diarize": _bool(form.first("diarize"), "diarize"),
+        **{
+            name: _number(form.first(name), name, int)
+            for name in ("num_speakers", "min_speakers", "max_speakers")
+        },
     }
-    return make_options(**values).model_dump(mode="json", exclude_none=True)
+    options = make_options(**values).model_dump(mode="json", exclude_none=True)
+    if not options["diarize"]:
+        del options["diarize"]  # as before diarization existed: older workers read the job
+    return options
 
 
 def response_format(form: Upload, default: str = "json") -> str:

@@ -117,6 +117,7 @@ TranscriptionFailed = _event(
 ResultRead = _event("ResultRead", "read_result", frozenset({"format"}))
 JobDeleted = _event("JobDeleted", "delete_job")
 JobCancelled = _event("JobCancelled", "cancel_job", _WHY)
+SpeakersRenamed = _event("SpeakersRenamed", "rename_speakers", frozenset({"speakers"}))
 LiveStream = _event(
     "LiveStream", "stream", _AUDIO | _MODEL | {"reason", "items", "job_id", "wall_s"}
 )
@@ -143,6 +144,7 @@ EVENT_TYPES: Final[dict[str, type[AuditEvent]]] = {
     for cls in (
         LoginOk, LoginFailed, Logout, KeyCreated, KeyRevoked, UserChanged, AccessDenied, Upload,
         TranscriptionDone, TranscriptionFailed, ResultRead, JobDeleted, JobCancelled, LiveStream,
+        SpeakersRenamed,
         SettingsChanged, ModelImported, ModelRemoved, ModelVerifyFailed, EgressBlocked,
         ServiceStart, ServiceStop, AuditVerified, AuditExported, Checkpoint,
     )

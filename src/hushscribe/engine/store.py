@@ -1,5 +1,7 @@
 """The model store: ``<data_dir>/models/<name>/`` holds a CTranslate2 Whisper model and its
-``manifest.json`` (name, multilingual, size, SHA-256 of every file, where it came from).
+``manifest.json`` (name, multilingual, size, SHA-256 of every file, where it came from); or, of
+kind ``speaker``, the speaker-embedding model diarization uses (``model.onnx``, built by
+``engine/speaker_model.py``), under the same manifest and checks.
 
 Loading verifies every checksum. The verdict is cached in ``.verified.json`` keyed by each file's
 size, mtime, ctime and inode, so a restart does not re-hash gigabytes; ctime cannot be set back by
@@ -35,6 +37,11 @@ from hushscribe.fsutil import atomic_write_bytes
 MANIFEST = "manifest.json"
 VERIFIED = ".verified.json"
 MANIFEST_VERSION = 1
+WHISPER = "whisper"
+SPEAKER = "speaker"
+"""What a model is for (``kind``); a manifest without one (written before there were two) is
+Whisper."""
+_MAIN_FILE = {WHISPER: "model.bin", SPEAKER: "model.onnx"}
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
 VOCABULARY_FILES = ("vocabulary.json", "vocabulary.txt")
 OPTIONAL_FILES = ("preprocessor_config.json",)
@@ -64,10 +71,12 @@ class ModelInfo:
     files: dict[str, str]  # file name → SHA-256
     source: str
     installed_at: str
+    kind: str = WHISPER
 
     @property
     def sha256(self) -> str:
-        return self.files["model.bin"]
+        """SHA-256 of the weights: ``model.bin``, a speaker model's ``model.onnx``."""
+        return self.files[_MAIN_FILE.get(self.kind, "model.bin")]
 
     @property
     def bytes(self) -> int:
@@ -120,6 +129,18 @@ def inspect_model_dir(path: Path) -> tuple[list[str], bool, str]:
     return files, n_vocab >= MULTILINGUAL_VOCAB, _size_label(path / "model.bin")
 
 
+def inspect_speaker_dir(path: Path) -> tuple[list[str], bool, str]:
+    """Check that ``path`` holds a speaker model (an ONNX ``model.onnx``); the same triple as
+    :func:`inspect_model_dir` (speaker embeddings serve every language)."""
+    onnx_file = path / _MAIN_FILE[SPEAKER]
+    if not onnx_file.is_file():
+        raise InvalidModel(f"{path} is not a speaker model: missing {onnx_file.name}")
+    with onnx_file.open("rb") as fh:
+        if fh.read(1) != b"\x08":  # an ONNX ModelProto starts with its ir_version field
+            raise InvalidModel(f"{onnx_file} is not an ONNX model")
+    return [onnx_file.name], True, SPEAKER
+
+
 def _size_label(model_bin: Path) -> str:
     """Read the decoder embedding's shape from the CTranslate2 header: its width names the size."""
     with model_bin.open("rb") as fh:
@@ -153,13 +174,23 @@ class ModelStore:
         """Where model ``name`` lives (or would), after checking the name is a plain name."""
         return self._dir(name)
 
-    def names(self) -> list[str]:
+    def names(self, kind: str | None = WHISPER) -> list[str]:
+        """Installed models of ``kind`` (all kinds: None). Whisper by default: that is what
+        every caller transcribing, listing or bundling Whisper models means."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / MANIFEST).is_file())
+        found = sorted(p.name for p in self.root.iterdir() if (p / MANIFEST).is_file())
+        return found if kind is None else [n for n in found if self._kind(n) == kind]
 
-    def list(self) -> list[ModelInfo]:
-        return [self.info(n) for n in self.names()]
+    def _kind(self, name: str) -> str:
+        try:
+            m = json.loads((self.root / name / MANIFEST).read_text(encoding="utf-8"))
+            return str(m.get("kind", WHISPER)) if isinstance(m, dict) else WHISPER
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return WHISPER  # a damaged manifest: listed (and refused by info) as before
+
+    def list(self, kind: str | None = WHISPER) -> list[ModelInfo]:
+        return [self.info(n) for n in self.names(kind)]
 
     def info(self, name: str) -> ModelInfo:
         path = self._dir(name)
@@ -180,6 +211,7 @@ class ModelStore:
                 files={k: str(v["sha256"]) for k, v in m["files"].items()},
                 source=str(m["source"]),
                 installed_at=str(m["installed_at"]),
+                kind=str(m.get("kind", WHISPER)),
             )
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidModel(f"manifest of model '{name}' is damaged: {exc!r}") from None
@@ -284,10 +316,14 @@ class ModelStore:
         *,
         expected: dict[str, str] | None = None,
         progress: Progress | None = None,
+        kind: str = WHISPER,
     ) -> ModelInfo:
         """Hash, check and move ``model_dir`` (a directory inside the store's root) into place."""
         target = self._dir(name)
-        files, multilingual, size = inspect_model_dir(model_dir)
+        if kind == SPEAKER:
+            files, multilingual, size = inspect_speaker_dir(model_dir)
+        else:
+            files, multilingual, size = inspect_model_dir(model_dir)
         hashes: dict[str, dict[str, Any]] = {}
         for f in files:
             digest = sha256_file(model_dir / f, progress)
@@ -303,6 +339,7 @@ class ModelStore:
         manifest = {
             "format_version": MANIFEST_VERSION,
             "name": name,
+            "kind": kind,
             "multilingual": multilingual,
             "size": size,
             "files": hashes,

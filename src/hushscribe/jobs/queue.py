@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, Final, Protocol
 
 from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
@@ -128,6 +128,27 @@ class JobQueue(LeasedQueue):
         with self._read() as conn:
             transcript: str | None = conn.execute(query).scalar_one_or_none()
         return transcript
+
+    def change_result(
+        self, job_id: str, owner: str | None, change: Callable[[str], str]
+    ) -> str | None:
+        """Rewrite a done job's stored transcript JSON with ``change`` (one transaction: two
+        edits at once both land) and return the new one; None when ``owner`` (None: any) has no
+        such result. An error ``change`` raises leaves the result as it was."""
+        query = (
+            select(results.c.transcript)
+            .select_from(results.join(jobs, results.c.job_id == jobs.c.id))
+            .where(*_owned(job_id, owner))
+        )
+        with self._write() as conn:
+            current: str | None = conn.execute(query).scalar_one_or_none()
+            if current is None:
+                return None
+            changed = change(current)
+            conn.execute(
+                update(results).where(results.c.job_id == job_id).values(transcript=changed)
+            )
+        return changed
 
     def cancel(self, job_id: str, who: Who, ttl_s: float | None = None) -> JobRecord | None:
         """Cancel a queued or running job of ``owner`` and return it; None if not theirs.

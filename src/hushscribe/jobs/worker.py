@@ -36,6 +36,7 @@ from hushscribe.jobs.outcomes import Outcomes
 from hushscribe.jobs.queue import JobQueue, JobRecord, make_engine
 from hushscribe.jobs.registry import WorkerRegistry
 from hushscribe.jobs.signals import WorkerLink
+from hushscribe.jobs.speakers import SpeakerStep, read_samples
 from hushscribe.jobs.stats import Stats
 from hushscribe.jobs.streams import StreamServer
 from hushscribe.jobs.watchdog import DECODE, PROCESS, Watchdog
@@ -112,6 +113,7 @@ class Worker:
         self.outcomes = Outcomes(settings, worker_id, self.queue, self.stats, self.audit, link)
         self.holdings = Holdings(self.queue, worker_id, settings.jobs.lease_s)
         self.streams = StreamServer(settings, worker_id, self.manager)
+        self.speakers = SpeakerStep(settings)  # who spoke, after transcription (diarize=true)
         self.stopping = threading.Event()
         self._reported_loads: set[int] = set()
         self._backoff_s = 0.0
@@ -292,6 +294,10 @@ class Worker:
         result, choice = self.manager.run(job.model, time.time() - job.created_at, work)
         if held.lost.is_set():
             raise Cancelled
+        self.disarm()  # diarization reports no progress: the stall deadline is not for it
+        result = self.speakers.apply(
+            result, options, lambda: read_samples(open_reader, path.parent)
+        )
         return self.outcomes.chosen(result, choice).model_dump_json(), result.duration
 
     # --- several short jobs in one decode ------------------------------------------------------
@@ -357,7 +363,7 @@ class Worker:
             results, choice = self.manager.run(first.model, time.time() - first.created_at, work)
             self.disarm()
             elapsed = time.perf_counter() - started
-            for (job, samples, _), result in zip(together, results, strict=True):
+            for (job, samples, options), result in zip(together, results, strict=True):
                 lost = self.holdings.lost(job.id)
                 if isinstance(result, HushscribeError):
                     self.outcomes.failed(job, result.code, result.message, retry=False)
@@ -365,6 +371,7 @@ class Worker:
                     self.outcomes.ended(job)
                 else:
                     seconds = len(samples) / SAMPLE_RATE
+                    result = self.speakers.apply(result, options, samples)
                     transcript = self.outcomes.chosen(result, choice).model_dump_json()
                     self.outcomes.done(job, transcript, seconds, elapsed)
         except HushscribeError as exc:  # e.g. the model cannot be loaded: each job fails with it

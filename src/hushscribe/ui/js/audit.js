@@ -10,9 +10,9 @@ import { has, locale, onLangChange, setText, t } from './i18n.js';
 export const EVENT_TYPES = [
   'login_ok', 'login_failed', 'logout', 'key_created', 'key_revoked', 'user_changed',
   'access_denied', 'upload', 'transcription_done', 'transcription_failed', 'result_read',
-  'job_deleted', 'job_cancelled', 'settings_changed', 'model_imported', 'model_removed',
-  'model_verify_failed', 'egress_blocked', 'service_start', 'service_stop', 'audit_verified',
-  'audit_exported', 'checkpoint',
+  'job_deleted', 'job_cancelled', 'speakers_renamed', 'settings_changed', 'model_imported',
+  'model_removed', 'model_verify_failed', 'egress_blocked', 'service_start', 'service_stop',
+  'audit_verified', 'audit_exported', 'checkpoint',
 ];
 const OUTCOMES = ['ok', 'denied', 'failed'];
 const DAMAGE_KINDS = [

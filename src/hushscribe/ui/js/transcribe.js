@@ -168,6 +168,7 @@ function readOptions() {
     task: $('#opt-task').value,
     words: $('#opt-word-timestamps').checked,
     zhScript: $('#opt-zh-script').value,
+    diarize: $('#opt-diarize').checked,
   };
 }
 
@@ -179,6 +180,7 @@ function formFor(file, options) {
   form.append('word_timestamps', options.words ? 'true' : 'false');
   if (options.words) form.append('timestamp_granularities[]', 'word');
   if (options.zhScript) form.append('zh_script', options.zhScript);
+  if (options.diarize) form.append('diarize', 'true');
   form.append('file', file, file.name);
   return form;
 }

@@ -11,6 +11,9 @@ import { get, request } from './api.js';
 import { showError } from './errors.js';
 import { formatClock, formatNumber, setText } from './i18n.js';
 import { languageCode, nativeName } from './languages.js';
+import {
+  displayName, hideSpeakers, initSpeakers, showSpeakers, speakerLabel,
+} from './speakers.js';
 import { state } from './state.js';
 
 const LOCAL_AUDIO_MAX_BYTES = 200 * 1024 * 1024;
@@ -23,6 +26,7 @@ let loadToken = 0;
 let web = null; // {context, buffer, source, offset, startedAt, timer, decoding}
 
 export function initTranscript() {
+  initSpeakers();
   $('#segments').addEventListener('click', onSegmentClick);
   $('#transcript-search').addEventListener('input', debounce(search, 200));
   $('#transcript-copy').addEventListener('click', copyAll);
@@ -95,6 +99,7 @@ export async function openTranscript(jobId) {
   else if (local && local.size < LOCAL_AUDIO_MAX_BYTES && AudioCtx) mode = 'webaudio';
   else mode = 'none';
   render(job, result);
+  showSpeakers(jobId, result, relabel);
   setupAudio(jobId);
 }
 
@@ -149,6 +154,7 @@ function reset() {
   setNote(null);
   setStatus(null);
   showError($('#transcript-error'), null);
+  hideSpeakers();
 }
 
 function render(job, result) {
@@ -184,15 +190,27 @@ function render(job, result) {
     const body = document.createElement('span');
     body.className = 'segment-text';
     body.textContent = text;
-    node.append(time, body);
+    const label = speakerLabel(result.speakers, segment, segments[index - 1]);
+    if (label) node.dataset.speaker = label.dataset.speakerId;
+    node.append(time, label ? el('span', { class: 'segment-main' }, label, body) : body);
     fragment.append(node);
-    return { start, end, text, node, body };
+    return { start, end, text, node, body, label };
   });
   const container = $('#segments');
   container.classList.toggle('playable', playable);
   container.replaceChildren(fragment);
   if (!segments.length) {
     container.append(el('p', { class: 'segment-empty hint', i18n: 'transcript.empty' }));
+  }
+}
+
+/** New names (after a rename, or a language switch for unnamed speakers) on every label. */
+function relabel(speakers) {
+  if (!view || !view.result) return;
+  view.result.speakers = speakers;
+  for (const segment of view.segments) {
+    const { label } = segment;
+    if (label) label.textContent = displayName(speakers, label.dataset.speakerId);
   }
 }
 
