@@ -39,8 +39,12 @@ def test_unknown_user_and_wrong_password_look_the_same(tmp_path: Path) -> None:
             answers.add((status, str(body)))
     assert len(answers) == 1, answers  # one status, one body: nothing tells the two apart
     assert next(iter(answers))[0] == 401
-    gap = abs(statistics.median(unknown) - statistics.median(wrong))
-    assert gap < 0.005, (statistics.median(unknown), statistics.median(wrong))
+    # An unknown name that skipped the password hash would answer in about a millisecond, a
+    # gap as large as the hash itself (~50 ms). On a quiet machine the medians agree within
+    # 5 ms; on a loaded one (a test run beside other work) noise alone reached 15 % of the
+    # hash's time, so the bound is 5 ms or a fifth of the faster median, whichever is larger.
+    fast, slow = sorted((statistics.median(unknown), statistics.median(wrong)))
+    assert slow - fast < max(0.005, 0.2 * fast), (fast, slow)
     # The same for a disabled account and an empty password.
     world.users.set_disabled(world.ids["victor"], True)
     assert _login(client, "victor", PASSWORDS["victor"]) == (401, _login(client, "x", "y")[1])

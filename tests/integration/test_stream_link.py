@@ -348,15 +348,18 @@ def test_streams_on_one_model_are_decoded_together(
         for link in links:
             await feed(link, jfk_pcm[:head], 0.0)
         await asyncio.to_thread(wait_for, lambda: all(s.audio_s >= 3 for s in sessions), 30)
-        both_sent.set()  # the next step (woken by more audio) finds both streams to decode
-        for link in links:
+        both_sent.set()  # the next steps (woken by more audio) find both streams to decode
+        for link in links:  # both streams' audio before either ends, so steps can share a batch
             await feed(link, jfk_pcm[head:], 0.0)
+        for link in links:
             await link.finish()
         return [await asyncio.wait_for(c, 60) for c in collecting]
 
     for events in asyncio.run(scenario()):
         assert ASK_NOT in normalise(transcript(events), "en")
-    assert batches[0] == 2  # the first step decoded both streams in one batch
+    # A decode round may start just before the gate opens and take one stream alone; the rounds
+    # after it find both streams with audio to decode, and decode them in one batch.
+    assert 2 in batches, batches
 
 
 def test_a_real_worker_serves_streams_and_its_successor_takes_new_ones(

@@ -269,22 +269,7 @@ def test_ten_minutes_stay_bounded_and_lose_no_repeat(
     samples = np.concatenate(clips * rounds)
     step_s = 3.0  # ~200 decodes: the cost of a step does not depend on the stream's length
     session = StreamSession(StreamOptions(turn_detection=False), step_s=step_s)
-    longest: list[float] = []
-    memory: list[tuple[int, int]] = []
-
-    def check(batch: list[StepRequest]) -> None:
-        longest.append(max(len(r.audio) for r in batch) / SR)
-        assert session.buffer_s <= CAP_S + step_s + 0.5
-        if len(longest) % 20 == 0:
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            memory.append((tracemalloc.get_traced_memory()[0], rss))
-
-    tracemalloc.start()
-    try:
-        with manager.use("tiny.en") as model:
-            (client,) = drive(model, [(session, samples)], check=check, commit=True)
-    finally:
-        tracemalloc.stop()
+    client, longest, memory = watched(manager, session, samples, CAP_S + step_s + 0.5)
     assert len(samples) / SR >= 600
     assert max(longest) <= WINDOW_S
     text = normalise(client.confirmed, "en")
@@ -311,22 +296,7 @@ def test_an_hour_of_meeting_stays_flat_and_keeps_every_turn(
     rounds = int(np.ceil(3600 / round_s))
     samples = np.concatenate(clips * rounds)
     session = StreamSession(StreamOptions(), step_s=3.0)
-    lengths: list[float] = []
-    memory: list[tuple[int, int]] = []
-
-    def check(batch: list[StepRequest]) -> None:
-        lengths.append(max(len(r.audio) for r in batch) / SR)
-        assert session.buffer_s <= CAP_S + 3.5
-        if len(lengths) % 20 == 0:
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            memory.append((tracemalloc.get_traced_memory()[0], rss))
-
-    tracemalloc.start()
-    try:
-        with manager.use("tiny.en") as model:
-            (client,) = drive(model, [(session, samples)], check=check, commit=True)
-    finally:
-        tracemalloc.stop()
+    client, lengths, memory = watched(manager, session, samples, CAP_S + 3.5)
     assert session.audio_s >= 3600
     completed = normalise(client.completed, "en")
     for phrase in phrases.values():
@@ -338,3 +308,27 @@ def test_an_hour_of_meeting_stays_flat_and_keeps_every_turn(
     early, late = memory[1], memory[-1]
     assert late[0] - early[0] < 8_000_000, memory  # Python objects: no growth with the hour
     assert late[1] - early[1] < 200_000, memory  # peak RSS (KiB)
+
+
+def watched(
+    manager: ModelManager, session: StreamSession, samples: np.ndarray, buffer_max_s: float
+) -> tuple[Client, list[float], list[tuple[int, int]]]:
+    """Drive one long tiny.en stream, checking its buffer at every step; the client, the audio
+    length each step decoded, and (traced bytes, peak RSS KiB) every 20 steps."""
+    lengths: list[float] = []
+    memory: list[tuple[int, int]] = []
+
+    def check(batch: list[StepRequest]) -> None:
+        lengths.append(max(len(r.audio) for r in batch) / SR)
+        assert session.buffer_s <= buffer_max_s
+        if len(lengths) % 20 == 0:
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            memory.append((tracemalloc.get_traced_memory()[0], rss))
+
+    tracemalloc.start()
+    try:
+        with manager.use("tiny.en") as model:
+            (client,) = drive(model, [(session, samples)], check=check, commit=True)
+    finally:
+        tracemalloc.stop()
+    return client, lengths, memory
