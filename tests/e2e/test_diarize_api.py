@@ -222,6 +222,29 @@ def test_a_waiting_request_with_diarize(with_speaker_model: Service, conversatio
     assert set(voices) == {"Speaker 1", "Speaker 2"} and voices[0] == "Speaker 1"
 
 
+def test_the_speaker_model_is_shown_but_not_a_transcription_model(
+    with_speaker_model: Service, conversation: Path
+) -> None:
+    """GET /v1/models/campplus says what it is (an admin can verify it like the others); the
+    model list a client picks from holds only Whisper models, and transcribing with it is a 400
+    that lists those."""
+    with with_speaker_model.client("alice") as c:
+        one = c.get(f"/v1/models/{SPEAKER_MODEL}").json()
+        listed = [m["id"] for m in c.get("/v1/models").json()["data"]]
+        with conversation.open("rb") as fh:
+            r = c.post(
+                "/v1/audio/transcriptions",
+                files={"file": (conversation.name, fh)},
+                data={"model": SPEAKER_MODEL},
+            )
+    assert (one["id"], one["kind"], len(one["sha256"])) == (SPEAKER_MODEL, "speaker", 64)
+    assert SPEAKER_MODEL not in listed and {"tiny.en", "base"} <= set(listed)
+    assert r.status_code == 400, r.text
+    assert "not installed here; available: base, tiny.en" in r.json()["error"]["message"]
+    with with_speaker_model.client("alice") as c:
+        assert c.get("/v1/models/tiny.en").json()["kind"] == "whisper"
+
+
 def _cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUSHSCRIBE_")}
     env |= {"HUSHSCRIBE_DATA_DIR": str(data), "HUSHSCRIBE_ENGINE__CPU_THREADS": "2"}

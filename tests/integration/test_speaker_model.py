@@ -19,6 +19,7 @@ from faster_whisper import decode_audio
 
 from hushscribe.engine import fbank as fb
 from hushscribe.engine import torch_zip
+from hushscribe.engine.model_files import SPEAKER
 from hushscribe.engine.speaker_model import (
     SPEAKER_MODEL,
     WEIGHTS,
@@ -27,7 +28,7 @@ from hushscribe.engine.speaker_model import (
     SpeakerSourceMissing,
     install_speaker_model,
 )
-from hushscribe.engine.store import SPEAKER, ModelStore
+from hushscribe.engine.store import ModelStore
 from hushscribe.errors import ModelChecksumMismatch
 from tests.speech import SPEECH
 
@@ -324,3 +325,24 @@ def test_cli_installs_and_lists_it(tmp_path: Path) -> None:
     store = ModelStore(data / "models")
     assert store.names() == [] and store.names(kind=SPEAKER) == ["campplus"]  # not a Whisper
     assert "ok    campplus" in run("verify").stdout
+
+
+def test_carried_like_a_bundle_and_imported(store: ModelStore, tmp_path: Path) -> None:
+    """An offline bundle carries the speaker model as a store holds it (model.onnx and its
+    manifest) and its install.sh runs `hushscribe models import DIR --name campplus`: it comes
+    in as a speaker model; a bundle whose model.onnx changed on the way is refused."""
+    carried = tmp_path / "bundle" / "models" / SPEAKER_MODEL
+    shutil.copytree(store.path(SPEAKER_MODEL), carried, ignore=shutil.ignore_patterns(".*"))
+    target = ModelStore(tmp_path / "data" / "models")
+    info = target.import_model(carried, SPEAKER_MODEL)
+    assert (info.kind, info.sha256) == (SPEAKER, store.info(SPEAKER_MODEL).sha256)
+    assert target.names() == [] and target.names(kind=SPEAKER) == [SPEAKER_MODEL]
+    assert SpeakerEncoder.load(target).info.name == SPEAKER_MODEL
+
+    onnx_file = carried / "model.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    onnx_file.write_bytes(bytes(data))
+    with pytest.raises(ModelChecksumMismatch, match=r"model\.onnx has SHA-256 .*expected"):
+        target.import_model(carried, "tampered")
+    assert target.names(kind=None) == [SPEAKER_MODEL]

@@ -180,6 +180,7 @@ def model_view(info: ModelInfo, model_id: str | None = None) -> dict[str, Any]:
         "object": "model",
         "created": created,
         "owned_by": "hushscribe",
+        "kind": info.kind,  # "whisper", or "speaker" (the diarization model: not for transcribing)
         "multilingual": info.multilingual,
         "size": info.size,  # the Whisper size (tiny … large-v3); on disk: ``bytes``
         "bytes": info.bytes,

@@ -153,7 +153,7 @@ def _check(request: Request, store: ModelStore) -> tuple[Path, list[ModelInfo], 
     source = find_source(request.source)
     check_extras(source, request.extras)
     target = Target(check_python(request.python), expand_platforms(request.platforms))
-    installed = store.names()
+    installed = store.names(kind=None)  # Whisper models and the speaker model
     names = installed if request.models is None else request.models
     if not names:
         raise BundleError(

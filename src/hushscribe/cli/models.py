@@ -17,7 +17,8 @@ from rich.table import Table
 from hushscribe.audit.events import event
 from hushscribe.cli.common import auditor, bytes_progress, console, err_console, operator, state
 from hushscribe.engine.demo import DEMO_MODELS, install_demo
-from hushscribe.engine.store import QUANTIZATIONS, SPEAKER, ModelInfo, ModelStore
+from hushscribe.engine.model_files import SPEAKER
+from hushscribe.engine.store import QUANTIZATIONS, ModelInfo, ModelStore
 from hushscribe.errors import HushscribeError
 
 app = typer.Typer(help="Manage the local model store (no download, ever).", no_args_is_help=True)

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from hushscribe.engine.fbank import SAMPLE_RATE, normalised_fbanks, num_frames
-from hushscribe.engine.store import MANIFEST, SPEAKER, ModelInfo, ModelStore, Progress
+from hushscribe.engine.model_files import SPEAKER
+from hushscribe.engine.store import MANIFEST, ModelInfo, ModelStore, Progress
 from hushscribe.errors import (
     HushscribeError,
     InvalidModel,

@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 import shutil
-import struct
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,6 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hushscribe.engine.model_files import (
+    MAIN_FILE,
+    WHISPER,
+    inspect,
+    kind_of,
+)
 from hushscribe.errors import (
     InvalidModel,
     ModelChecksumMismatch,
@@ -37,25 +42,11 @@ from hushscribe.fsutil import atomic_write_bytes
 MANIFEST = "manifest.json"
 VERIFIED = ".verified.json"
 MANIFEST_VERSION = 1
-WHISPER = "whisper"
-SPEAKER = "speaker"
-"""What a model is for (``kind``); a manifest without one (written before there were two) is
-Whisper."""
-_MAIN_FILE = {WHISPER: "model.bin", SPEAKER: "model.onnx"}
-REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
-VOCABULARY_FILES = ("vocabulary.json", "vocabulary.txt")
-OPTIONAL_FILES = ("preprocessor_config.json",)
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-CT2_WHISPER_MAGIC = b"WhisperSpec"
-MULTILINGUAL_VOCAB = 51865  # English-only Whisper models have 51864 tokens, large-v3 has 51866
 QUANTIZATIONS = ("float16", "int8", "float32")
 """How a converted model's weights are stored (``engine/convert.py``; here, where the CLI reads it
 without loading CTranslate2). CTranslate2 converts them to the compute type at load time, so
 float16 (half the size of float32, no loss against OpenAI's float16 weights) serves CPU and GPU."""
-
-# Whisper's width (d_model) names its size; turbo is a large-v3 with a shallow decoder.
-_SIZES = {384: "tiny", 512: "base", 768: "small", 1024: "medium", 1280: "large"}
-_EMBEDDING = b"decoder/embeddings/weight\x00"
 
 Progress = Callable[[int], None]
 
@@ -76,7 +67,7 @@ class ModelInfo:
     @property
     def sha256(self) -> str:
         """SHA-256 of the weights: ``model.bin``, a speaker model's ``model.onnx``."""
-        return self.files[_MAIN_FILE.get(self.kind, "model.bin")]
+        return self.files[MAIN_FILE.get(self.kind, "model.bin")]
 
     @property
     def bytes(self) -> int:
@@ -100,60 +91,6 @@ def check_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
-
-
-def inspect_model_dir(path: Path) -> tuple[list[str], bool, str]:
-    """Check that ``path`` is a CTranslate2 Whisper model; return (files, multilingual, size)."""
-    if not path.is_dir():
-        raise InvalidModel(f"{path} is not a directory")
-    missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
-    vocab = [f for f in VOCABULARY_FILES if (path / f).is_file()]
-    if missing or not vocab:
-        need = ", ".join(missing + ([] if vocab else ["vocabulary.json|txt"]))
-        raise InvalidModel(f"{path} is not a CTranslate2 Whisper model: missing {need}")
-    with (path / "model.bin").open("rb") as fh:
-        if CT2_WHISPER_MAGIC not in fh.read(256):
-            raise InvalidModel(f"{path}/model.bin is not a CTranslate2 Whisper model")
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        if not isinstance(config, dict) or "lang_ids" not in config:
-            raise InvalidModel(f"{path}/config.json is not a Whisper model config")
-        if vocab[0].endswith(".json"):
-            n_vocab = len(json.loads((path / vocab[0]).read_text(encoding="utf-8")))
-        else:
-            n_vocab = len((path / vocab[0]).read_text(encoding="utf-8").splitlines())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidModel(f"{path} holds an unreadable model file: {exc}") from None
-    files = list(REQUIRED_FILES) + vocab[:1]
-    files += [f for f in OPTIONAL_FILES if (path / f).is_file()]
-    return files, n_vocab >= MULTILINGUAL_VOCAB, _size_label(path / "model.bin")
-
-
-def inspect_speaker_dir(path: Path) -> tuple[list[str], bool, str]:
-    """Check that ``path`` holds a speaker model (an ONNX ``model.onnx``); the same triple as
-    :func:`inspect_model_dir` (speaker embeddings serve every language)."""
-    onnx_file = path / _MAIN_FILE[SPEAKER]
-    if not onnx_file.is_file():
-        raise InvalidModel(f"{path} is not a speaker model: missing {onnx_file.name}")
-    with onnx_file.open("rb") as fh:
-        if fh.read(1) != b"\x08":  # an ONNX ModelProto starts with its ir_version field
-            raise InvalidModel(f"{onnx_file} is not an ONNX model")
-    return [onnx_file.name], True, SPEAKER
-
-
-def _size_label(model_bin: Path) -> str:
-    """Read the decoder embedding's shape from the CTranslate2 header: its width names the size."""
-    with model_bin.open("rb") as fh:
-        head = fh.read(64 * 1024)
-    at = head.find(_EMBEDDING)
-    if at < 0:
-        return "unknown"
-    pos = at + len(_EMBEDDING)
-    rank = head[pos]
-    if rank != 2 or pos + 9 > len(head):
-        return "unknown"
-    _, width = struct.unpack_from("<2i", head, pos + 1)
-    return _SIZES.get(width, f"d{width}")
 
 
 def stat_key(path: Path) -> list[int]:
@@ -288,7 +225,7 @@ class ModelStore:
         with self.staging() as staging:
             model_dir = staging / "model"
             if source.is_dir():
-                files, _, _ = inspect_model_dir(source)
+                files = inspect(source, kind_of(source))[0]
                 model_dir.mkdir()
                 for f in files:
                     shutil.copyfile(source / f, model_dir / f)
@@ -305,8 +242,9 @@ class ModelStore:
                         "the model was altered or damaged — refusing to install it"
                     )
             return self.install_prepared(
-                model_dir, name, label, expected={**carried, **(expected or {})}, progress=progress
-            )
+                model_dir, name, label, expected={**carried, **(expected or {})},
+                progress=progress, kind=kind_of(model_dir),
+            )  # fmt: skip
 
     def install_prepared(
         self,
@@ -320,10 +258,7 @@ class ModelStore:
     ) -> ModelInfo:
         """Hash, check and move ``model_dir`` (a directory inside the store's root) into place."""
         target = self._dir(name)
-        if kind == SPEAKER:
-            files, multilingual, size = inspect_speaker_dir(model_dir)
-        else:
-            files, multilingual, size = inspect_model_dir(model_dir)
+        files, multilingual, size = inspect(model_dir, kind)
         hashes: dict[str, dict[str, Any]] = {}
         for f in files:
             digest = sha256_file(model_dir / f, progress)

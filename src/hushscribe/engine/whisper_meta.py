@@ -21,7 +21,8 @@ import tokenizers
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 from faster_whisper.tokenizer import Tokenizer as WhisperTokenizer
 
-from hushscribe.engine.store import VOCABULARY_FILES, ModelStore
+from hushscribe.engine.model_files import VOCABULARY_FILES
+from hushscribe.engine.store import ModelStore
 from hushscribe.errors import HushscribeError, InvalidModel, TokenizerRequired
 
 TIMESTAMP_TOKENS = 1501

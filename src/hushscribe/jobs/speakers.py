@@ -38,8 +38,9 @@ READ_BLOCK_S = 30
 def require_speaker_model(models_dir: Path) -> None:
     """Raise :class:`SpeakerModelMissing` (400) unless the speaker model is installed (its
     files are verified when a worker loads it)."""
+    from hushscribe.engine.model_files import SPEAKER
     from hushscribe.engine.speaker_model import INSTALL_COMMAND, SPEAKER_MODEL, SpeakerModelMissing
-    from hushscribe.engine.store import SPEAKER, ModelStore
+    from hushscribe.engine.store import ModelStore
 
     try:
         kind = ModelStore(models_dir).info(SPEAKER_MODEL).kind
@@ -116,6 +117,8 @@ class SpeakerStep:
                 max_speakers=options.max_speakers,
             )
             audio = samples() if callable(samples) else samples
+            # None: diarization's own VAD pass, not the transcription's regions (they join turns
+            # across short pauses: 12.2 % DER against 7.7 %, docs/diarization.md)
             turns = diarize(encoder, audio, None, wanted)
             labelled = label_transcript(transcript, turns)
         except HushscribeError as exc:
