@@ -194,3 +194,53 @@ def test_bench_conversations_are_repeatable() -> None:
     assert np.array_equal(a.samples, b.samples) and a.turns == b.turns
     assert all(cv.MIN_TURN_S <= t.end - t.start <= cv.TURN_S[1] + 0.05 for t in a.turns)
     assert Path(cv.SPEECH).is_dir()
+
+
+LONG_MINUTES = 32
+"""Long enough that the windows outnumber clustering.MAX_POINTS (a subsample is clustered and
+the rest assigned: the path every meeting over ~25 min of speech takes)."""
+
+
+def test_a_long_meeting_keeps_its_speakers_in_bounded_memory(
+    encoder: SpeakerEncoder, tmp_path: Path
+) -> None:
+    """32 minutes of the same three people (new turn orders each round), read from a file mapped
+    from disk as the worker reads it: three speakers, each person one speaker the whole way
+    (the subsample's clusters hold for windows they never saw), the turns found, and the memory
+    Python allocates bounded by the clustering's cap, not by the length."""
+    import tracemalloc
+
+    from bench.der import der
+
+    from hushscribe.engine.clustering import MAX_POINTS
+    from hushscribe.engine.diarize import HOP_S
+
+    names = ("LJ", "aeneas-de", "OSR")
+    path, truth, offset, seed = tmp_path / "meeting.f32", [], 0.0, 0
+    with path.open("wb") as out:
+        while offset < LONG_MINUTES * 60:
+            conv = cv.build(names, "clean", seed=seed)
+            who = [names.index(s) for s in conv.speakers]  # this round's numbering → a person
+            truth += [cv.Turn(t.start + offset, t.end + offset, who[t.speaker]) for t in conv.turns]
+            out.write(conv.samples.tobytes())
+            offset, seed = offset + conv.seconds, seed + 1
+    samples = np.memmap(path, dtype=np.float32, mode="r")
+    assert sum(t.end - t.start for t in truth) > MAX_POINTS * HOP_S  # the subsampled path
+
+    tracemalloc.start()
+    try:
+        turns = diarize(encoder, samples, None, DiarizeOptions())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert {t.speaker for t in turns} == {0, 1, 2}
+    mapping = majority_map(turns, tuple(truth))
+    assert sorted(mapping.values()) == [0, 1, 2]
+    score = der(truth, turns)
+    errors = score["missed_s"] + score["false_alarm_s"] + score["confusion_s"]
+    assert errors / score["scored_s"] < 0.10, score
+    assert len(changes(turns)) >= 0.8 * len(changes(tuple(truth)))
+    # The peak is the clustering of at most MAX_POINTS windows (n² arrays and their
+    # eigendecomposition, ~100 MiB) and VAD's 2-minute blocks: the same for a 4-hour file, whose
+    # audio alone is 920 MB (this one's 118 MiB: a copy of it in memory would pass the bound).
+    assert peak < 128 * 2**20, f"{peak / 2**20:.0f} MiB allocated at peak"

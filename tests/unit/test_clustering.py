@@ -73,3 +73,53 @@ def test_many_windows_subsampled_then_assigned() -> None:
     labels = cluster(x, max_points=120)
     assert same_partition(labels, truth)
     assert same_partition(cluster(x), truth)
+
+
+def two_sessions(shift: float, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Voice A recorded in two sessions (its windows drawn around two directions ``shift``
+    apart, as a reader's two chapters are), voice B between them: truth 0, 1, 0."""
+    rng = np.random.default_rng(seed)
+    a, b, channel = _unit(rng.standard_normal((3, DIM)))
+    first, second = _unit(a + shift * channel), _unit(a - shift * channel)
+    truth = np.repeat([0, 1, 0], [30, 20, 30])
+    centres = np.stack([first, b, second])[np.repeat([0, 1, 2], [30, 20, 30])]
+    x = centres + 0.8 * rng.standard_normal((len(truth), DIM)) / np.sqrt(DIM)
+    return _unit(x).astype(np.float32), truth
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    return out
+
+
+def test_one_voice_in_two_sessions_is_one_speaker() -> None:
+    """The eigengap sees three groups; the two sessions' windows are nearly as alike across as
+    within, so they merge: two speakers, A's windows together. A stricter ``merge`` (as for a
+    noisy recording) keeps the sessions apart."""
+    x, truth = two_sessions(shift=0.3)
+    assert same_partition(cluster(x), truth)
+    assert len(set(cluster(x, merge=0.95).tolist())) == 3
+
+
+def test_two_voices_as_alike_as_one_voices_sessions_stay_two() -> None:
+    x, truth = voices([30, 30], noise=0.9, seed=4)
+    assert same_partition(cluster(x), truth)
+    assert same_partition(cluster(x, merge=0.80), truth)
+
+
+def test_a_noisy_recording_needs_more_to_merge() -> None:
+    """The merge threshold follows the recording's level spread: 0.80 at 24 dB or less (noise),
+    0.76 at 32 dB or more, a line between; the spread of clean speech with pauses is wide, of
+    the same speech under steady noise narrow."""
+    from hushscribe.engine.diarize import level_spread_db, merge_threshold
+
+    assert merge_threshold(10.0) == merge_threshold(24.0) == pytest.approx(0.80)
+    assert merge_threshold(90.0) == merge_threshold(32.0) == pytest.approx(0.76)
+    assert merge_threshold(28.0) == pytest.approx(0.78)
+    rng = np.random.default_rng(0)
+    t = np.arange(16_000 * 20) / 16_000
+    speech = np.sin(2 * np.pi * 200 * t) * (np.sin(2 * np.pi * 0.25 * t) > 0)  # 2 s on, 2 s off
+    quiet = speech + 0.001 * rng.standard_normal(len(t))
+    noisy = speech + 0.05 * rng.standard_normal(len(t))
+    assert level_spread_db(quiet) > 32 > 24 > level_spread_db(noisy) > 10
+    assert level_spread_db(np.zeros(100, np.float32)) == 0.0

@@ -1,9 +1,10 @@
 """Who spoke when: speaker turns from speech regions, and speakers on a transcript.
 
-``diarize``: sliding windows (1.5 s, hop 0.75 s) inside the speech regions (the transcription's
-own VAD regions, or Silero VAD's when none are given), a CAM++ embedding per window (a batch at a
-time: only the embeddings are kept, 4 h of speech ≈ 19 k × 192 floats ≈ 15 MB), spectral
-clustering (engine/clustering.py), then turns. Each window speaks for the stretch nearer its
+``diarize``: sliding windows (1.5 s, hop 0.75 s) inside the speech regions (those given, or,
+as the worker asks, Silero VAD's with settings for turns: ``speech_regions``), a CAM++ embedding
+per window (a batch at a time: only the embeddings are kept, 4 h of speech ≈ 19 k × 192 floats ≈
+15 MB), spectral clustering (engine/clustering.py; stricter about merging voices in a noisy
+recording: ``merge_threshold``), then turns. Each window speaks for the stretch nearer its
 centre than its neighbours'; where the speaker changes between two windows, the boundary goes to
 the quietest 100 ms between their centres (people rarely talk over each other's first syllable,
 so a turn change usually has a dip in level). Turns of one speaker that touch are merged;
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hushscribe.engine.clustering import cluster
+from hushscribe.engine.clustering import MERGE_CLEAN, MERGE_NOISY, cluster
 from hushscribe.transcript import Segment, Speaker, Transcript, Word
 
 if TYPE_CHECKING:
@@ -49,8 +50,15 @@ VAD_PAD_MS = 200
 """Threshold and padding measured on the benchmark's conversations (bench/diarization.py): at
 0.5 and 100 ms, VAD missed 2 % of the speech when clean and 12 % over a noisy phone line; at
 0.25 and 200 ms, 0.1 % and 2 %, for 0.1–0.9 % false alarm."""
-VAD_BLOCK_S = 600
-"""VAD runs over 10 min at a time (its copies of a block: ~40 MB each)."""
+VAD_BLOCK_S = 120
+"""VAD runs over 2 min at a time: it copies its input several times (a 10-min block took 89 MiB
+at peak, a 2-min one 17 MiB); a region cut by a block's edge is joined again."""
+NOISY_DB = 24.0
+CLEAN_DB = 32.0
+"""The level spread (loud frames over quiet ones, ``level_spread_db``) at or below which a
+recording counts as noisy and the clusters need MERGE_NOISY to join, and at or above which it
+counts as clean (MERGE_CLEAN); in between the threshold is interpolated. The benchmark's
+telephone conversations with noise at 15 dB SNR spread 20–24 dB; LibriSpeech readings ~35 dB."""
 
 
 @dataclass(frozen=True)
@@ -161,8 +169,32 @@ def diarize(
         options.num_speakers,
         options.min_speakers,
         options.max_speakers,
+        merge=merge_threshold(level_spread_db(samples)),
     )
     return _turns(samples, regions, windows, labels.tolist())
+
+
+def level_spread_db(samples: np.ndarray) -> float:
+    """How far the loud 100 ms frames (95th percentile of level) stand above the quiet ones
+    (10th): a rough signal-to-noise ratio, a minute at a time (only the levels are kept)."""
+    frame = round(QUIET_FRAME_S * SAMPLE_RATE)
+    levels: list[np.ndarray] = []
+    block = 600 * frame
+    for offset in range(0, len(samples) - frame + 1, block):
+        piece = np.asarray(samples[offset : offset + block], dtype=np.float64)
+        piece = piece[: len(piece) // frame * frame].reshape(-1, frame)
+        levels.append(10 * np.log10(np.maximum((piece**2).mean(axis=1), 1e-10)))
+    if not levels:
+        return 0.0
+    db = np.concatenate(levels)
+    return float(np.percentile(db, 95) - np.percentile(db, 10))
+
+
+def merge_threshold(spread_db: float) -> float:
+    """MERGE_NOISY at NOISY_DB of spread or less, MERGE_CLEAN at CLEAN_DB or more, a line
+    between."""
+    share = min(max((spread_db - NOISY_DB) / (CLEAN_DB - NOISY_DB), 0.0), 1.0)
+    return MERGE_NOISY + share * (MERGE_CLEAN - MERGE_NOISY)
 
 
 def _turns(
