@@ -4,39 +4,31 @@ download then shows. Two LibriSpeech readers, one after the other, then the firs
 
 from __future__ import annotations
 
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import srt
 from playwright.sync_api import expect
 
-from hushscribe.audio import SAMPLE_RATE, AudioReader
 from hushscribe.engine.speaker_model import install_speaker_model
 from hushscribe.engine.store import ModelStore
-from hushscribe.settings import AudioLimits
 from tests.browser.conftest import PASSWORDS, Web
 from tests.browser.test_page import go, open_transcript, signed_in, submit, wait_done
 from tests.service import Service
-from tests.speech import clip, normalise
+from tests.speakers import whisper_service, write_readers
+from tests.speech import normalise
 
 pytestmark = pytest.mark.slow
-
-PARTS = ("1089-134686-0000.flac", "61-70968-0000.flac", "1089-134691-0001.flac")
 
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Service]:
     """A server with the Whisper models and the speaker model, and the user ursula."""
     root = tmp_path_factory.mktemp("speakers-service")
-    models = root / "models"
-    models.mkdir()
-    for name in ("tiny.en", "base"):
-        (models / name).symlink_to(data_dir / "models" / name, target_is_directory=True)
-    install_speaker_model(ModelStore(models))
-    service = Service(root, env={"HUSHSCRIBE_ENGINE__DEFAULT_MODEL": "tiny.en"}).start()
+    service = whisper_service(root, data_dir)
+    install_speaker_model(ModelStore(root / "models"))
+    service.start()
     try:
         with service.admin() as admin:
             ursula = {"username": "ursula", "password": PASSWORDS["ursula"], "role": "user"}
@@ -49,19 +41,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Se
 
 @pytest.fixture(scope="module")
 def conversation(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gap = np.zeros(int(0.6 * SAMPLE_RATE), dtype=np.float32)
-    pieces = []
-    for name in PARTS:
-        with AudioReader(clip(name).path, AudioLimits()) as reader:
-            pieces.extend([*reader.blocks(30 * SAMPLE_RATE), gap])
-    pcm = (np.clip(np.concatenate(pieces), -1, 1) * 32767).astype("<i2")
-    path = tmp_path_factory.mktemp("speakers") / "meeting.wav"
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm.tobytes())
-    return path
+    return write_readers(tmp_path_factory.mktemp("speakers") / "meeting.wav")
 
 
 def test_who_spoke_is_shown_and_renamed(web: Web, svc: Service, conversation: Path) -> None:

@@ -9,59 +9,31 @@ import os
 import subprocess
 import sys
 import time
-import wave
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import srt
 import webvtt
 
-from hushscribe.audio import SAMPLE_RATE, AudioReader
 from hushscribe.engine.speaker_model import SPEAKER_MODEL, install_speaker_model
 from hushscribe.engine.store import ModelStore
-from hushscribe.settings import AudioLimits
 from tests.service import Service
-from tests.speech import clip, normalise
-
-# Two readers (LibriSpeech speakers 1089 and 61), then the first again: A, B, A.
-PARTS = ("1089-134686-0000.flac", "61-70968-0000.flac", "1089-134691-0001.flac")
-GAP_S = 0.6
-
-
-def _samples(name: str) -> np.ndarray:
-    reader = partial(AudioReader, clip(name).path, AudioLimits())
-    with reader() as r:
-        return np.concatenate(list(r.blocks(30 * SAMPLE_RATE)))
+from tests.speakers import whisper_service, write_readers
+from tests.speech import normalise
 
 
 @pytest.fixture(scope="module")
 def conversation(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gap = np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32)
-    pieces = [p for name in PARTS for p in (_samples(name), gap)]
-    pcm = (np.clip(np.concatenate(pieces), -1, 1) * 32767).astype("<i2")
-    path = tmp_path_factory.mktemp("diarize") / "two-readers.wav"
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm.tobytes())
-    return path
+    return write_readers(tmp_path_factory.mktemp("diarize") / "two-readers.wav")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Service]:
     """A server whose models folder holds the Whisper models and, at first, no speaker model."""
-    root = tmp_path_factory.mktemp("diarize-service")
-    models = root / "models"
-    models.mkdir()
-    for name in ("tiny.en", "base"):
-        (models / name).symlink_to(data_dir / "models" / name, target_is_directory=True)
-    svc = Service(root, env={"HUSHSCRIBE_ENGINE__DEFAULT_MODEL": "tiny.en"}).start()
+    svc = whisper_service(tmp_path_factory.mktemp("diarize-service"), data_dir).start()
     yield svc
     svc.stop()
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any, Final, Protocol
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from hushscribe.db import make_engine
@@ -120,11 +120,7 @@ class JobQueue(LeasedQueue):
     def result(self, job_id: str, who: Who) -> str | None:
         """The stored transcript JSON of a done job of ``who`` (its owner only), else None."""
         owner = _owner(who, content=True)
-        query = (
-            select(results.c.transcript)
-            .select_from(results.join(jobs, results.c.job_id == jobs.c.id))
-            .where(*_owned(job_id, owner))
-        )
+        query = _result_query(job_id, owner)
         with self._read() as conn:
             transcript: str | None = conn.execute(query).scalar_one_or_none()
         return transcript
@@ -135,11 +131,7 @@ class JobQueue(LeasedQueue):
         """Rewrite a done job's stored transcript JSON with ``change`` (one transaction: two
         edits at once both land) and return the new one; None when ``owner`` (None: any) has no
         such result. An error ``change`` raises leaves the result as it was."""
-        query = (
-            select(results.c.transcript)
-            .select_from(results.join(jobs, results.c.job_id == jobs.c.id))
-            .where(*_owned(job_id, owner))
-        )
+        query = _result_query(job_id, owner)
         with self._write() as conn:
             current: str | None = conn.execute(query).scalar_one_or_none()
             if current is None:
@@ -285,6 +277,15 @@ def _owner(who: Who, content: bool) -> str | None:
     if who is None or isinstance(who, str):
         return who
     return None if who.sees_all_jobs and not content else who.user_id
+
+
+def _result_query(job_id: str, owner: str | None) -> Select[Any]:
+    """A done job's transcript JSON, where ``owner`` (None: anyone) owns the job."""
+    return (
+        select(results.c.transcript)
+        .select_from(results.join(jobs, results.c.job_id == jobs.c.id))
+        .where(*_owned(job_id, owner))
+    )
 
 
 def _owned(job_id: str, owner: str | None) -> tuple[ColumnElement[bool], ...]:
