@@ -11,7 +11,7 @@ Memory: a long file (``--long-minutes``) diarized in a fresh process, its RSS be
 The cost added to a transcription: one conversation transcribed by the engine (word timestamps),
 then diarized and labelled.
 
-    python -m bench.diarization [--quick] [--threads 2] [--model base] [--long-minutes 60]
+    python -m bench.diarization [--quick] [--threads 2] [--model base] [--long-minutes 240]
 """
 
 from __future__ import annotations
@@ -45,7 +45,13 @@ def cpu_s() -> float:
 
 
 def peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    """This process's peak resident memory: VmHWM, not getrusage's ru_maxrss, which Linux
+    carries over exec from the parent's memory at fork (a child started by a bench that holds
+    4 h of audio would report the parent's gigabytes)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def load_encoder(threads: int) -> Any:
@@ -217,7 +223,10 @@ def main() -> None:
         "--threads", type=int, default=2, help="onnxruntime threads (2 = the 2 cores of the target)"
     )
     parser.add_argument(
-        "--long-minutes", type=float, default=None, help="the long file (default 60, 3 if --quick)"
+        "--long-minutes",
+        type=float,
+        default=None,
+        help="the long file (default 240: a 4-hour meeting; 3 if --quick)",
     )
     parser.add_argument("--one-long", type=Path, help=argparse.SUPPRESS)
     # --model: the Whisper (demo) model of the transcription-cost row; --quick: one file per size,
@@ -228,7 +237,7 @@ def main() -> None:
     if args.one_long:
         one_long(args.one_long, args.threads)
         return
-    long = long_file(args.long_minutes or (3.0 if args.quick else 60.0), args.threads)
+    long = long_file(args.long_minutes or (3.0 if args.quick else 240.0), args.threads)
     print(long, flush=True)
     encoder = load_encoder(args.threads)
     if args.quick:
@@ -303,7 +312,8 @@ def markdown(p: dict[str, Any]) -> str:
         f"Load average after the set: {p['load_average_after_set']:.1f} on {p['machine']['cores']} "
         "cores (other work shares the machine: the wall-clock speed is a floor, CPU time ÷ 2 is "
         "what 2 idle cores would take). Peak memory (RSS) of the process through all files: "
-        f"{p['peak_gib']:.2f} GiB (Python, onnxruntime, the model and the conversations).",
+        f"{p['peak_gib']:.2f} GiB (Python, onnxruntime, the model, and every conversation built, the long file's too: "
+        "not diarization's own, which the long file measures).",
         "",
         f"Cost added to a transcription: {c['conversation']} ({c['seconds_audio']} s, clean) "
         f"transcribed with {c['model']} and word timestamps in {c['transcribe_s']} s; diarizing it "
