@@ -5,6 +5,7 @@ Every other queue test runs on PostgreSQL too (``test_queue.py``, parametrized o
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -101,3 +102,32 @@ def test_column_types(engine: Engine) -> None:
         "api_keys.scopes": "json",
         "sessions.expires_at": "double precision",
     }  # fmt: skip
+
+
+def test_two_edits_of_one_result_at_once_both_land(engine: Engine) -> None:
+    """Two renames of one transcript at the same moment: the second waits for the first's row
+    lock and edits what the first stored, so neither edit is lost."""
+    queue = JobQueue(engine)
+    job_id = _add(queue, 1)
+    [job] = queue.claim("w1", 30)
+    assert queue.complete(job.id, "w1", "", result_ttl_s=None)
+    inside = threading.Barrier(2, timeout=2)
+
+    def edit(mark: str) -> None:
+        def change(current: str) -> str:
+            # Both read at once, unless one waits for the other's lock (then the barrier
+            # breaks after 2 s: the other was made to wait, as it should).
+            with contextlib.suppress(threading.BrokenBarrierError):
+                inside.wait()
+            return current + mark
+
+        queue.change_result(job_id, None, change)
+
+    threads = [threading.Thread(target=edit, args=(m,)) for m in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT transcript FROM results")).scalar_one()
+    assert sorted(stored) == ["a", "b"], stored

@@ -130,8 +130,9 @@ class JobQueue(LeasedQueue):
     ) -> str | None:
         """Rewrite a done job's stored transcript JSON with ``change`` (one transaction: two
         edits at once both land) and return the new one; None when ``owner`` (None: any) has no
-        such result. An error ``change`` raises leaves the result as it was."""
-        query = _result_query(job_id, owner)
+        such result. An error ``change`` raises leaves the result as it was. The row is locked
+        while ``change`` runs (PostgreSQL: FOR UPDATE; SQLite: the write transaction's lock)."""
+        query = _result_query(job_id, owner).with_for_update(of=results)
         with self._write() as conn:
             current: str | None = conn.execute(query).scalar_one_or_none()
             if current is None:
