@@ -7,6 +7,7 @@ its ``model.bin``, every option), so a stored result can always be traced to its
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Callable
 from typing import Any, Literal
@@ -171,10 +172,6 @@ def render_srt(t: Transcript) -> str:
     return "\n".join(cues)
 
 
-def _vtt_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def render_vtt(t: Transcript) -> str:
     names = t.speaker_names()
     cues = []
@@ -182,7 +179,7 @@ def render_vtt(t: Transcript) -> str:
         text = _cue_text(s.text)
         who = _speaker_of(names, s.speaker)
         if who:  # a voice span: players show the name, parsers read it as the cue's voice
-            text = f"<v {_vtt_escape(who)}>{text}"
+            text = f"<v {html.escape(who, quote=False)}>{text}"
         cues.append(f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{text}\n")
     return "WEBVTT\n\n" + "\n".join(cues)
 
