@@ -123,6 +123,15 @@ export function setText(node, key, vars) {
   return node;
 }
 
+/** setText(node, key, vars), or, without a key, an empty node that no language change refills. */
+export function setTextOrClear(node, key, vars) {
+  if (key) return setText(node, key, vars);
+  node.textContent = '';
+  delete node.dataset.i18n;
+  delete node.dataset.i18nVars;
+  return node;
+}
+
 /** Like setText for attributes: setAttrs(node, {'aria-label': 'key'}, vars). */
 export function setAttrs(node, map, vars) {
   node.dataset.i18nAttr = Object.entries(map).map(([attr, key]) => `${attr}:${key}`).join(';');

@@ -11,7 +11,7 @@
 import { $, announce, el } from './dom.js';
 import { get } from './api.js';
 import { errorText, showError, showMessage } from './errors.js';
-import { formatBytes, formatClock, onLangChange, setText } from './i18n.js';
+import { formatBytes, formatClock, onLangChange, setText, setTextOrClear } from './i18n.js';
 import { languageCode, menuOrder, nativeName } from './languages.js';
 
 const PATH = '/v1/realtime?intent=transcription';
@@ -59,12 +59,7 @@ const ui = () => ({
 });
 
 function say(key, vars) {
-  const { status } = ui();
-  if (key) setText(status, key, vars);
-  else {
-    status.textContent = '';
-    delete status.dataset.i18n;
-  }
+  setTextOrClear(ui().status, key, vars);
 }
 
 /** Start and the menus go together: a session's model and language are fixed once it runs. */

@@ -3,7 +3,7 @@
 // the page's CSP allows no blob: media). "Send" hands the File to the normal job submission.
 
 import { $ } from './dom.js';
-import { formatClock, setText } from './i18n.js';
+import { formatClock, setText, setTextOrClear } from './i18n.js';
 
 const TYPES = [
   ['audio/webm;codecs=opus', 'webm'],
@@ -37,12 +37,7 @@ const ui = () => ({
 });
 
 function say(key, vars) {
-  const { message } = ui();
-  if (key) setText(message, key, vars);
-  else {
-    message.textContent = '';
-    delete message.dataset.i18n;
-  }
+  setTextOrClear(ui().message, key, vars);
 }
 
 function setButtons({ start, stop, play, sendButton }) {

@@ -5,7 +5,7 @@
 import { $, el } from './dom.js';
 import { patch } from './api.js';
 import { showError, showMessage } from './errors.js';
-import { onLangChange, setText, t } from './i18n.js';
+import { onLangChange, setText, setTextOrClear, t } from './i18n.js';
 
 const NAME_MAX = 80; // the server's limit (transcript.SPEAKER_NAME_MAX)
 const DEFAULT = /^Speaker (\d+)$/;
@@ -115,12 +115,7 @@ async function save() {
 }
 
 function setStatus(key) {
-  const status = $('#speakers-status');
-  if (key) setText(status, key);
-  else {
-    status.textContent = '';
-    delete status.dataset.i18n;
-  }
+  setTextOrClear($('#speakers-status'), key);
 }
 
 /** A segment's speaker label (null without speakers), shown where the speaker changes. */

@@ -9,7 +9,7 @@
 import { $, $$, copyText, debounce, el, saveBlob } from './dom.js';
 import { get, request } from './api.js';
 import { showError } from './errors.js';
-import { formatClock, formatNumber, setText } from './i18n.js';
+import { formatClock, formatNumber, setText, setTextOrClear } from './i18n.js';
 import { languageCode, nativeName } from './languages.js';
 import {
   displayName, hideSpeakers, initSpeakers, showSpeakers, speakerLabel,
@@ -236,22 +236,11 @@ function setupAudio(jobId) {
 }
 
 function setNote(key) {
-  const note = $('#transcript-audio-note');
-  if (key) setText(note, key);
-  else {
-    note.textContent = '';
-    delete note.dataset.i18n;
-  }
+  setTextOrClear($('#transcript-audio-note'), key);
 }
 
 function setStatus(key, vars) {
-  const status = $('#transcript-status');
-  if (key) setText(status, key, vars);
-  else {
-    status.textContent = '';
-    delete status.dataset.i18n;
-    delete status.dataset.i18nVars;
-  }
+  setTextOrClear($('#transcript-status'), key, vars);
 }
 
 // --- playback ----------------------------------------------------------------------------------
