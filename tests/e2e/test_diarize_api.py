@@ -52,6 +52,10 @@ def _submit(c: httpx.Client, path: Path, **fields: str) -> str:
     return str(r.json()["id"])
 
 
+WORDS = {"timestamp_granularities[]": "word"}
+"""Turns split segments only where words have times (docs/diarization.md)."""
+
+
 def _wait(c: httpx.Client, job_id: str, timeout: float = 180) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -112,11 +116,43 @@ def test_speaker_counts_without_diarize_are_refused(server: Service, conversatio
 @pytest.fixture(scope="module")
 def diarized(with_speaker_model: Service, conversation: Path) -> str:
     with with_speaker_model.client("alice") as c:
-        job_id = _submit(c, conversation, diarize="true", **{"timestamp_granularities[]": "word"})
+        job_id = _submit(c, conversation, diarize="true", **WORDS)
         job = _wait(c, job_id)
     assert job["status"] == "done", job
     assert "diarization_error" not in job
     return job_id
+
+
+def test_several_clients_at_once_each_get_their_speakers(
+    with_speaker_model: Service, conversation: Path, tmp_path: Path
+) -> None:
+    """Three clients at once on the default two workers: the readers as uploaded, the same as a
+    stereo file, and the stereo dialogue of ../shared/speech (a voice on each channel). Each job
+    is done with its own speakers: the readers in turn A, B, A; the dialogue two speakers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.speakers import write_readers
+    from tests.speech import SPEECH
+
+    files = {
+        "readers": conversation,
+        "stereo": write_readers(tmp_path / "readers-stereo.wav", channels=2),
+        "dialogue": SPEECH / "unlabelled" / "stereo_diarization.wav",
+    }
+
+    def run(path: Path) -> dict[str, Any]:
+        with with_speaker_model.client("alice") as c:
+            job = _wait(c, _submit(c, path, diarize="true", **WORDS))
+            assert job["status"] == "done", job
+            return dict(json.loads(_result(c, job["id"], "verbose_json")))
+
+    with ThreadPoolExecutor(len(files)) as pool:
+        bodies = dict(zip(files, pool.map(run, files.values()), strict=True))
+    for name in ("readers", "stereo"):
+        turns = [s["speaker"] for s in bodies[name]["segments"]]
+        order = [who for i, who in enumerate(turns) if i == 0 or turns[i - 1] != who]
+        assert order == ["Speaker 1", "Speaker 2", "Speaker 1"], (name, turns)
+    assert [sp["id"] for sp in bodies["dialogue"]["speakers"]] == ["Speaker 1", "Speaker 2"]
 
 
 def test_a_diarized_job_has_two_speakers_in_turn(

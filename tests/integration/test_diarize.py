@@ -244,3 +244,20 @@ def test_a_long_meeting_keeps_its_speakers_in_bounded_memory(
     # eigendecomposition, ~100 MiB) and VAD's 2-minute blocks: the same for a 4-hour file, whose
     # audio alone is 920 MB (this one's 118 MiB: a copy of it in memory would pass the bound).
     assert peak < 128 * 2**20, f"{peak / 2**20:.0f} MiB allocated at peak"
+
+
+def test_a_stereo_dialogue_read_as_the_worker_reads_it(encoder: SpeakerEncoder) -> None:
+    """The stereo two-speaker clip of ../shared/speech (one voice on each channel: the right
+    one talks in the first two seconds, the left one from ~2.5 s to the end), downmixed to mono
+    by the reader as every upload is: two speakers, changing between 2 and 3 s."""
+    from hushscribe.audio import SAMPLE_RATE, AudioReader
+    from hushscribe.settings import AudioLimits
+    from tests.speech import SPEECH
+
+    path = SPEECH / "unlabelled" / "stereo_diarization.wav"
+    with AudioReader(path, AudioLimits()) as reader:
+        assert reader.info.channels == 2
+        samples = np.concatenate(list(reader.blocks(30 * SAMPLE_RATE)))
+    turns = diarize(encoder, samples, None, DiarizeOptions())
+    assert [t.speaker for t in turns] == [0, 1]
+    assert 2.0 <= turns[0].end <= 3.0
